@@ -1,1 +1,99 @@
-fn main() {}
+//! Process entry: allocator, logging, CLI dispatch, signals.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use codex_lb::cli::{run_accounts, Cli, Command};
+use codex_lb::config::{ServeArgs, Settings};
+use codex_lb::Gateway;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(*args),
+        Some(Command::Accounts { target, action }) => match run_accounts(target, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let settings = match Settings::from_args(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let gateway = match Gateway::start(settings) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = gateway.shutdown_handle();
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal_handle = handle.clone();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for sig in signals.forever() {
+            seen += 1;
+            if seen == 1 {
+                tracing::info!(
+                    signal = sig,
+                    "shutting down: no new connections, in-flight requests may finish"
+                );
+                signal_handle.trigger();
+            } else {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+    let mut crashed = false;
+    while !gateway.shared().shutdown.is_requested() {
+        if gateway.worker_died() {
+            tracing::error!("a worker thread died; shutting down");
+            crashed = true;
+            handle.trigger();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match gateway.wait() {
+        Ok(()) if !crashed => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(()) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,7 @@
+//! The load-test side of codex-lb: a mock ChatGPT Codex upstream (`mock`) that the gateway's
+//! integration tests and the load harness point the gateway at.
+//!
+//! This crate never links the gateway: it is an independent reading of PROTOCOL.md, so that a
+//! misreading in one side shows up as a test failure instead of cancelling out.
+
 pub mod mock;

@@ -36,9 +36,13 @@ pub enum ChunkError {
 enum State {
     /// At the start of a size line: between chunks.
     SizeStart,
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// After the size digits: optional whitespace and `;ext` until CR.
-    Ext { len: usize },
+    Ext {
+        len: usize,
+    },
     SizeLf,
     Data,
     DataCr,
@@ -46,7 +50,9 @@ enum State {
     /// After the last chunk: at the start of a trailer line (or the final CRLF).
     TrailerLineStart,
     TrailerLine,
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 
@@ -83,7 +89,11 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::SizeStart, size: 0, trailer_bytes: 0 }
+        ChunkedDecoder {
+            state: State::SizeStart,
+            size: 0,
+            trailer_bytes: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -91,33 +101,57 @@ impl ChunkedDecoder {
     }
 
     fn is_safe(&self) -> bool {
-        matches!(self.state, State::SizeStart | State::Data | State::DataCr | State::DataLf)
+        matches!(
+            self.state,
+            State::SizeStart | State::Data | State::DataCr | State::DataLf
+        )
     }
 
     /// What a client that received every forwarded byte needs to end the current chunk cleanly.
     pub fn completion(&self) -> Completion {
         match self.state {
-            State::Data => Completion { pad: self.size, suffix: b"\r\n" },
-            State::DataCr => Completion { pad: 0, suffix: b"\r\n" },
-            State::DataLf => Completion { pad: 0, suffix: b"\n" },
-            _ => Completion { pad: 0, suffix: b"" },
+            State::Data => Completion {
+                pad: self.size,
+                suffix: b"\r\n",
+            },
+            State::DataCr => Completion {
+                pad: 0,
+                suffix: b"\r\n",
+            },
+            State::DataLf => Completion {
+                pad: 0,
+                suffix: b"\n",
+            },
+            _ => Completion {
+                pad: 0,
+                suffix: b"",
+            },
         }
     }
 
     /// Decodes `input`, handing each run of chunk data to `on_data` (sub-slices of `input`).
-    pub fn feed(&mut self, input: &[u8], mut on_data: impl FnMut(&[u8])) -> Result<Feed, ChunkError> {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<Feed, ChunkError> {
         let mut i = 0;
         let mut safe_end = 0;
         while i < input.len() && self.state != State::Done {
             let Some(&b) = input.get(i) else { break };
             match self.state {
                 State::SizeStart | State::Size { .. } => {
-                    let digits = if let State::Size { digits } = self.state { digits } else { 0 };
+                    let digits = if let State::Size { digits } = self.state {
+                        digits
+                    } else {
+                        0
+                    };
                     if let Some(v) = hex_val(b) {
                         if digits >= MAX_SIZE_DIGITS {
                             return Err(ChunkError::SizeOverflow);
                         }
-                        self.size = self.size.checked_mul(16).ok_or(ChunkError::SizeOverflow)? | u64::from(v);
+                        self.size = self.size.checked_mul(16).ok_or(ChunkError::SizeOverflow)?
+                            | u64::from(v);
                         self.state = State::Size { digits: digits + 1 };
                     } else if digits == 0 {
                         return Err(ChunkError::BadSize);
@@ -197,7 +231,11 @@ impl ChunkedDecoder {
                     }
                     self.count_trailer()?;
                     i += 1;
-                    self.state = if empty { State::Done } else { State::TrailerLineStart };
+                    self.state = if empty {
+                        State::Done
+                    } else {
+                        State::TrailerLineStart
+                    };
                 }
                 State::Done => break,
             }
@@ -205,7 +243,11 @@ impl ChunkedDecoder {
                 safe_end = i;
             }
         }
-        Ok(Feed { consumed: i, safe_end, done: self.state == State::Done })
+        Ok(Feed {
+            consumed: i,
+            safe_end,
+            done: self.state == State::Done,
+        })
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkError> {
@@ -263,7 +305,8 @@ mod tests {
         Ok((data, pos, forwarded))
     }
 
-    const BODY: &[u8] = b"5\r\nhello\r\n1;ext=1\r\n \r\nB\r\nworld, more\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    const BODY: &[u8] =
+        b"5\r\nhello\r\n1;ext=1\r\n \r\nB\r\nworld, more\r\n0\r\nX-T: 1\r\n\r\nNEXT";
 
     #[test]
     fn decodes_at_every_split() {
@@ -279,9 +322,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_sizes() {
-        for bad in [&b"z\r\n"[..], b"\r\n", b"-1\r\n", b"11111111111111111\r\n", b"5\nhello", b"5\r\nhelloXX"] {
+        for bad in [
+            &b"z\r\n"[..],
+            b"\r\n",
+            b"-1\r\n",
+            b"11111111111111111\r\n",
+            b"5\nhello",
+            b"5\r\nhelloXX",
+        ] {
             let mut d = ChunkedDecoder::new();
-            assert!(d.feed(bad, |_| {}).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                d.feed(bad, |_| {}).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -296,18 +350,39 @@ mod tests {
         over.extend(std::iter::repeat_n(b'a', CHUNK_EXT_LIMIT));
         over.extend_from_slice(b"\r\n");
         let mut d = ChunkedDecoder::new();
-        assert_eq!(d.feed(&over, |_| {}).unwrap_err(), ChunkError::ExtensionTooLong);
+        assert_eq!(
+            d.feed(&over, |_| {}).unwrap_err(),
+            ChunkError::ExtensionTooLong
+        );
     }
 
     #[test]
     fn completion_finishes_open_chunks() {
         let mut d = ChunkedDecoder::new();
         d.feed(b"a\r\nabc", |_| {}).unwrap();
-        assert_eq!(d.completion(), Completion { pad: 7, suffix: b"\r\n" });
+        assert_eq!(
+            d.completion(),
+            Completion {
+                pad: 7,
+                suffix: b"\r\n"
+            }
+        );
         d.feed(b"defghij\r", |_| {}).unwrap();
-        assert_eq!(d.completion(), Completion { pad: 0, suffix: b"\n" });
+        assert_eq!(
+            d.completion(),
+            Completion {
+                pad: 0,
+                suffix: b"\n"
+            }
+        );
         d.feed(b"\n1", |_| {}).unwrap();
         // Mid size line: the "1" was held back, so the client is at a boundary.
-        assert_eq!(d.completion(), Completion { pad: 0, suffix: b"" });
+        assert_eq!(
+            d.completion(),
+            Completion {
+                pad: 0,
+                suffix: b""
+            }
+        );
     }
 }

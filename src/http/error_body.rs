@@ -13,7 +13,7 @@ pub struct ApiError {
     pub code: Option<String>,
     pub param: Option<String>,
     /// Extra members of the error object (`resets_at`, `plan_type`, ...).
-    pub extra: Map<String, Value>,
+    pub extra: Box<Map<String, Value>>,
 }
 
 impl ApiError {
@@ -24,7 +24,7 @@ impl ApiError {
             kind,
             code: Some(code.to_string()),
             param: None,
-            extra: Map::new(),
+            extra: Box::default(),
         }
     }
 
@@ -33,7 +33,12 @@ impl ApiError {
     }
 
     pub fn not_found(path: &str) -> Self {
-        Self::new(404, "invalid_request_error", "not_found", format!("No route for {path}"))
+        Self::new(
+            404,
+            "invalid_request_error",
+            "not_found",
+            format!("No route for {path}"),
+        )
     }
 
     pub fn with_param(mut self, param: &str) -> Self {
@@ -50,9 +55,15 @@ impl ApiError {
         let mut err = Map::new();
         err.insert("message".into(), Value::String(self.message.clone()));
         err.insert("type".into(), Value::String(self.kind.to_string()));
-        err.insert("code".into(), self.code.clone().map_or(Value::Null, Value::String));
-        err.insert("param".into(), self.param.clone().map_or(Value::Null, Value::String));
-        for (k, v) in &self.extra {
+        err.insert(
+            "code".into(),
+            self.code.clone().map_or(Value::Null, Value::String),
+        );
+        err.insert(
+            "param".into(),
+            self.param.clone().map_or(Value::Null, Value::String),
+        );
+        for (k, v) in self.extra.iter() {
             err.insert(k.clone(), v.clone());
         }
         serde_json::to_vec(&json!({ "error": Value::Object(err) })).unwrap_or_default()

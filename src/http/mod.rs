@@ -13,13 +13,23 @@ pub mod sse;
 /// Case-insensitive ASCII comparison of a header name against a lowercase literal.
 #[inline]
 pub fn name_eq(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.bytes().zip(lower.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b)
+    name.len() == lower.len()
+        && name
+            .bytes()
+            .zip(lower.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b)
 }
 
 /// Trims optional whitespace (SP / HTAB) around a header value, RFC 9110 §5.5.
 pub fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |p| p + 1);
+    let start = v
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |p| p + 1);
     v.get(start..end).unwrap_or_default()
 }
 

@@ -27,7 +27,10 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        HeadLimits { max_head_bytes: DEFAULT_MAX_HEAD_BYTES, max_headers: DEFAULT_MAX_HEADERS }
+        HeadLimits {
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
     }
 }
 
@@ -105,11 +108,14 @@ impl RequestHead {
 
     /// First value of a header (names compared case-insensitively).
     pub fn header(&self, lower_name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| name_eq(n, lower_name)).map(|(_, v)| v)
+        self.headers()
+            .find(|(n, _)| name_eq(n, lower_name))
+            .map(|(_, v)| v)
     }
 
     pub fn header_str(&self, lower_name: &str) -> Option<&str> {
-        self.header(lower_name).and_then(|v| std::str::from_utf8(v).ok())
+        self.header(lower_name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     pub fn head_len(&self) -> usize {
@@ -119,7 +125,10 @@ impl RequestHead {
     fn str_at(&self, r: &Range<usize>) -> &str {
         // The parser only accepted token / visible ASCII bytes here, so this never fails in
         // practice; an empty string is the harmless answer if it did.
-        self.raw.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default()
+        self.raw
+            .get(r.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -127,7 +136,10 @@ impl RequestHead {
 ///
 /// Returns `Ok(None)` when more bytes are needed, or the head and the number of bytes it used. The
 /// head is copied into one `Bytes` (heads are small; bodies are never copied here).
-pub fn parse_request_head(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>, HeadError> {
+pub fn parse_request_head(
+    buf: &[u8],
+    limits: HeadLimits,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request-line.
     let skip = leading_crlf(buf);
     let buf_rest = buf.get(skip..).unwrap_or_default();
@@ -138,11 +150,15 @@ pub fn parse_request_head(buf: &[u8], limits: HeadLimits) -> Result<Option<(Requ
     let mut req = httparse::Request::new(&mut []);
     let status = match req.parse_with_uninit_headers(buf_rest, slots) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders { limit: max_headers }),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders { limit: max_headers })
+        }
         Err(httparse::Error::Version) => return Err(HeadError::UnsupportedVersion),
         Err(e) => {
             if buf.len() > limits.max_head_bytes {
-                return Err(HeadError::TooLarge { limit: limits.max_head_bytes });
+                return Err(HeadError::TooLarge {
+                    limit: limits.max_head_bytes,
+                });
             }
             return Err(HeadError::Malformed(httparse_reason(e)));
         }
@@ -150,14 +166,18 @@ pub fn parse_request_head(buf: &[u8], limits: HeadLimits) -> Result<Option<(Requ
     let used = match status {
         httparse::Status::Partial => {
             if buf.len() >= limits.max_head_bytes {
-                return Err(HeadError::TooLarge { limit: limits.max_head_bytes });
+                return Err(HeadError::TooLarge {
+                    limit: limits.max_head_bytes,
+                });
             }
             return Ok(None);
         }
         httparse::Status::Complete(n) => n + skip,
     };
     if used > limits.max_head_bytes {
-        return Err(HeadError::TooLarge { limit: limits.max_head_bytes });
+        return Err(HeadError::TooLarge {
+            limit: limits.max_head_bytes,
+        });
     }
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| {
@@ -201,23 +221,44 @@ pub fn parse_request_head(buf: &[u8], limits: HeadLimits) -> Result<Option<(Requ
         }
     }
     let framing = match (transfer_encoding, content_length) {
-        (Some(_), Some(_)) => return Err(HeadError::BadFraming("both Content-Length and Transfer-Encoding")),
+        (Some(_), Some(_)) => {
+            return Err(HeadError::BadFraming(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
         (Some(te), None) => {
             if version_minor == 0 {
-                return Err(HeadError::BadFraming("Transfer-Encoding in an HTTP/1.0 request"));
+                return Err(HeadError::BadFraming(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
             }
             if !trim_ows(te).eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::BadFraming("Transfer-Encoding other than a lone chunked"));
+                return Err(HeadError::BadFraming(
+                    "Transfer-Encoding other than a lone chunked",
+                ));
             }
             BodyFraming::Chunked
         }
         (None, Some(0)) | (None, None) => BodyFraming::None,
         (None, Some(n)) => BodyFraming::Length(n),
     };
-    let keep_alive = if version_minor == 0 { connection_keep_alive && !connection_close } else { !connection_close };
+    let keep_alive = if version_minor == 0 {
+        connection_keep_alive && !connection_close
+    } else {
+        !connection_close
+    };
     let raw = Bytes::copy_from_slice(buf.get(..used).unwrap_or_default());
     Ok(Some((
-        RequestHead { raw, method, target, headers, version_minor, framing, keep_alive, expect_continue },
+        RequestHead {
+            raw,
+            method,
+            target,
+            headers,
+            version_minor,
+            framing,
+            keep_alive,
+            expect_continue,
+        },
         used,
     )))
 }
@@ -236,7 +277,9 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HeadError> {
         return Err(HeadError::BadFraming("invalid Content-Length"));
     }
     v.iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .ok_or(HeadError::BadFraming("invalid Content-Length"))
 }
 
@@ -290,20 +333,36 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
         ];
         for c in cases {
-            assert!(matches!(parse_all(c), Err(HeadError::BadFraming(_))), "{}", String::from_utf8_lossy(c));
+            assert!(
+                matches!(parse_all(c), Err(HeadError::BadFraming(_))),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
         }
     }
 
     #[test]
     fn rejects_malformed_and_versions() {
-        assert!(matches!(parse_all(b"GARBAGE\r\n\r\n"), Err(HeadError::Malformed(_))));
-        assert!(matches!(parse_all(b"GET / HTTP/2.0\r\n\r\n"), Err(HeadError::UnsupportedVersion)));
-        assert!(matches!(parse_all(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse_all(b"GARBAGE\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_all(b"GET / HTTP/2.0\r\n\r\n"),
+            Err(HeadError::UnsupportedVersion)
+        ));
+        assert!(matches!(
+            parse_all(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
     }
 
     #[test]
     fn head_size_limit_at_and_past() {
-        let limits = HeadLimits { max_head_bytes: 64, max_headers: 10 };
+        let limits = HeadLimits {
+            max_head_bytes: 64,
+            max_headers: 10,
+        };
         let mut exact = b"GET / HTTP/1.1\r\nX: ".to_vec();
         while exact.len() < 60 {
             exact.push(b'a');
@@ -313,38 +372,58 @@ mod tests {
         assert!(parse_request_head(&exact, limits).unwrap().is_some());
         let mut over = exact.clone();
         over.insert(20, b'a');
-        assert_eq!(parse_request_head(&over, limits).unwrap_err(), HeadError::TooLarge { limit: 64 });
+        assert_eq!(
+            parse_request_head(&over, limits).unwrap_err(),
+            HeadError::TooLarge { limit: 64 }
+        );
         // A partial head that already fills the limit is refused without waiting for more.
-        assert_eq!(parse_request_head(&[b'G'; 64], limits).unwrap_err(), HeadError::TooLarge { limit: 64 });
+        assert_eq!(
+            parse_request_head(&[b'G'; 64], limits).unwrap_err(),
+            HeadError::TooLarge { limit: 64 }
+        );
     }
 
     #[test]
     fn header_count_limit_at_and_past() {
-        let limits = HeadLimits { max_head_bytes: 4096, max_headers: 3 };
+        let limits = HeadLimits {
+            max_head_bytes: 4096,
+            max_headers: 3,
+        };
         let ok = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert!(parse_request_head(ok, limits).unwrap().is_some());
         let over = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
-        assert_eq!(parse_request_head(over, limits).unwrap_err(), HeadError::TooManyHeaders { limit: 3 });
+        assert_eq!(
+            parse_request_head(over, limits).unwrap_err(),
+            HeadError::TooManyHeaders { limit: 3 }
+        );
     }
 
     #[test]
     fn keep_alive_rules_and_expect() {
         let (h, _) = parse_all(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let (h, _) = parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
-        assert!(h.keep_alive);
-        let (h, _) = parse_all(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap().unwrap();
-        assert!(!h.keep_alive);
-        let (h, _) = parse_all(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+        let (h, _) = parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .unwrap()
             .unwrap();
+        assert!(h.keep_alive);
+        let (h, _) = parse_all(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = parse_all(
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert!(h.expect_continue);
         assert_eq!(h.framing, BodyFraming::Chunked);
     }
 
     #[test]
     fn skips_leading_empty_lines() {
-        let (h, used) = parse_all(b"\r\nGET /health HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        let (h, used) = parse_all(b"\r\nGET /health HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.path(), "/health");
         assert_eq!(used, 2 + 24);
     }

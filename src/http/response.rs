@@ -46,7 +46,13 @@ pub enum OutFraming {
 }
 
 /// Writes a response head. `headers` must not contain framing or `connection` headers.
-pub fn write_head(out: &mut Vec<u8>, status: u16, headers: &[(&str, &[u8])], framing: OutFraming, keep_alive: bool) {
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &[u8])],
+    framing: OutFraming,
+    keep_alive: bool,
+) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
     for (n, v) in headers {
         out.extend_from_slice(n.as_bytes());
@@ -62,16 +68,32 @@ pub fn write_head(out: &mut Vec<u8>, status: u16, headers: &[(&str, &[u8])], fra
         OutFraming::Close => {}
     }
     let keep = keep_alive && framing != OutFraming::Close;
-    out.extend_from_slice(if keep { b"connection: keep-alive\r\n\r\n" } else { b"connection: close\r\n\r\n" });
+    out.extend_from_slice(if keep {
+        b"connection: keep-alive\r\n\r\n"
+    } else {
+        b"connection: close\r\n\r\n"
+    });
 }
 
 /// A complete response with a body.
-pub fn full_response(status: u16, content_type: &str, extra: &[(&str, &[u8])], body: &[u8], keep_alive: bool) -> Vec<u8> {
+pub fn full_response(
+    status: u16,
+    content_type: &str,
+    extra: &[(&str, &[u8])],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + body.len());
     let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(extra.len() + 1);
     headers.push(("content-type", content_type.as_bytes()));
     headers.extend_from_slice(extra);
-    write_head(&mut out, status, &headers, OutFraming::Length(body.len()), keep_alive);
+    write_head(
+        &mut out,
+        status,
+        &headers,
+        OutFraming::Length(body.len()),
+        keep_alive,
+    );
     out.extend_from_slice(body);
     out
 }
@@ -97,11 +119,15 @@ pub struct UpstreamHead {
 
 impl UpstreamHead {
     pub fn header(&self, lower_name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| name_eq(n, lower_name)).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| name_eq(n, lower_name))
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn header_str(&self, lower_name: &str) -> Option<&str> {
-        self.header(lower_name).and_then(|v| std::str::from_utf8(v).ok())
+        self.header(lower_name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 }
 
@@ -116,7 +142,10 @@ pub enum UpstreamHeadError {
 }
 
 /// Parses an upstream response head; `Ok(None)` means more bytes are needed.
-pub fn parse_upstream_head(buf: &[u8], request_was_head: bool) -> Result<Option<(UpstreamHead, usize)>, UpstreamHeadError> {
+pub fn parse_upstream_head(
+    buf: &[u8],
+    request_was_head: bool,
+) -> Result<Option<(UpstreamHead, usize)>, UpstreamHeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
     let mut resp = httparse::Response::new(&mut storage);
     let used = match resp.parse(buf) {
@@ -137,7 +166,9 @@ pub fn parse_upstream_head(buf: &[u8], request_was_head: bool) -> Result<Option<
     let mut close = http10;
     for h in resp.headers.iter() {
         if name_eq(h.name, "content-length") {
-            let v = std::str::from_utf8(trim_ows(h.value)).ok().and_then(|s| s.parse::<u64>().ok());
+            let v = std::str::from_utf8(trim_ows(h.value))
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
             match (v, length) {
                 (Some(v), None) => length = Some(v),
                 (Some(v), Some(prev)) if v == prev => {}
@@ -153,21 +184,30 @@ pub fn parse_upstream_head(buf: &[u8], request_was_head: bool) -> Result<Option<
         }
         headers.push((h.name.to_string(), h.value.to_vec()));
     }
-    let framing = if request_was_head || status == 204 || status == 304 || (100..200).contains(&status) {
-        UpstreamFraming::Empty
-    } else if chunked {
-        UpstreamFraming::Chunked
-    } else if let Some(n) = length {
-        if n == 0 {
+    let framing =
+        if request_was_head || status == 204 || status == 304 || (100..200).contains(&status) {
             UpstreamFraming::Empty
+        } else if chunked {
+            UpstreamFraming::Chunked
+        } else if let Some(n) = length {
+            if n == 0 {
+                UpstreamFraming::Empty
+            } else {
+                UpstreamFraming::Length(n)
+            }
         } else {
-            UpstreamFraming::Length(n)
-        }
-    } else {
-        close = true;
-        UpstreamFraming::UntilClose
-    };
-    Ok(Some((UpstreamHead { status, headers, framing, close }, used)))
+            close = true;
+            UpstreamFraming::UntilClose
+        };
+    Ok(Some((
+        UpstreamHead {
+            status,
+            headers,
+            framing,
+            close,
+        },
+        used,
+    )))
 }
 
 #[cfg(test)]
@@ -191,13 +231,27 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let (h, _) = parse_upstream_head(b"HTTP/1.1 429 Too Many\r\nContent-Length: 10\r\n\r\n", false).unwrap().unwrap();
+        let (h, _) = parse_upstream_head(
+            b"HTTP/1.1 429 Too Many\r\nContent-Length: 10\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.framing, UpstreamFraming::Length(10));
-        let (h, _) = parse_upstream_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        let (h, _) = parse_upstream_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, UpstreamFraming::UntilClose);
         assert!(h.close);
-        assert!(parse_upstream_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
-        assert!(parse_upstream_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).is_err());
+        assert!(parse_upstream_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(
+            parse_upstream_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false)
+                .is_err()
+        );
     }
 
     #[test]

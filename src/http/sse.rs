@@ -39,7 +39,10 @@ impl EventKind {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, EventKind::Completed | EventKind::Failed | EventKind::Incomplete)
+        matches!(
+            self,
+            EventKind::Completed | EventKind::Failed | EventKind::Incomplete
+        )
     }
 }
 
@@ -149,7 +152,9 @@ impl SseScanner {
             }
             match self.line {
                 Line::Start | Line::Name => {
-                    let Some((&b, rest)) = input.split_first() else { break };
+                    let Some((&b, rest)) = input.split_first() else {
+                        break;
+                    };
                     input = rest;
                     match b {
                         b'\r' | b'\n' => {
@@ -164,7 +169,11 @@ impl SseScanner {
                             }
                         }
                         b':' => {
-                            let f = if self.line == Line::Start { Field::Ignored } else { self.field_for_name() };
+                            let f = if self.line == Line::Start {
+                                Field::Ignored
+                            } else {
+                                self.field_for_name()
+                            };
                             self.begin_value(f);
                             self.line = Line::ValueStart(f);
                             self.in_event = true;
@@ -233,7 +242,8 @@ impl SseScanner {
         match f {
             Field::Event => {
                 let room = MAX_EVENT_NAME.saturating_sub(self.event_name.len());
-                self.event_name.extend_from_slice(value.get(..room.min(value.len())).unwrap_or_default());
+                self.event_name
+                    .extend_from_slice(value.get(..room.min(value.len())).unwrap_or_default());
             }
             Field::Data => {
                 if !self.capturing() {
@@ -259,7 +269,11 @@ impl SseScanner {
         match f {
             Field::Event => {
                 let kind = EventKind::from_type(&self.event_name);
-                self.capture = if kind == EventKind::Other { Capture::Skip } else { Capture::Keep(kind) };
+                self.capture = if kind == EventKind::Other {
+                    Capture::Skip
+                } else {
+                    Capture::Keep(kind)
+                };
                 if !self.capturing() {
                     self.data.clear();
                 }
@@ -296,7 +310,10 @@ impl SseScanner {
             };
             if let Some(kind) = kind.filter(|k| *k != EventKind::Other) {
                 if self.data_lines > 0 {
-                    self.ready.push(ScannedEvent { kind, data: std::mem::take(&mut self.data) });
+                    self.ready.push(ScannedEvent {
+                        kind,
+                        data: std::mem::take(&mut self.data),
+                    });
                 }
             }
         }
@@ -321,7 +338,10 @@ pub fn sniff_type(json: &[u8]) -> Option<&[u8]> {
 }
 
 fn skip_ws(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')).count();
+    let n = s
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
     s.get(n..).unwrap_or_default()
 }
 
@@ -331,10 +351,22 @@ mod tests {
 
     fn stream(sep: &str) -> Vec<u8> {
         let events = [
-            ("response.created", r#"{"type":"response.created","sequence_number":0}"#),
-            ("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":"Hi"}"#),
-            ("codex.rate_limits", r#"{"type":"codex.rate_limits","plan_type":"plus"}"#),
-            ("response.completed", r#"{"type":"response.completed","response":{"usage":{"input_tokens":3}}}"#),
+            (
+                "response.created",
+                r#"{"type":"response.created","sequence_number":0}"#,
+            ),
+            (
+                "response.output_text.delta",
+                r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
+            ),
+            (
+                "codex.rate_limits",
+                r#"{"type":"codex.rate_limits","plan_type":"plus"}"#,
+            ),
+            (
+                "response.completed",
+                r#"{"type":"response.completed","response":{"usage":{"input_tokens":3}}}"#,
+            ),
         ];
         let mut out = String::new();
         out.push_str(&format!(": keepalive{sep}{sep}"));
@@ -361,12 +393,21 @@ mod tests {
             for step in 1..=input.len() {
                 let (events, s) = scan_in_steps(&input, step);
                 let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-                assert_eq!(kinds, vec![EventKind::RateLimits, EventKind::Completed], "sep {sep:?} step {step}");
+                assert_eq!(
+                    kinds,
+                    vec![EventKind::RateLimits, EventKind::Completed],
+                    "sep {sep:?} step {step}"
+                );
                 assert_eq!(
                     events[1].data,
-                    br#"{"type":"response.completed","response":{"usage":{"input_tokens":3}}}"#.to_vec()
+                    br#"{"type":"response.completed","response":{"usage":{"input_tokens":3}}}"#
+                        .to_vec()
                 );
-                assert_eq!(s.events_seen(), 5, "comment block counts as a dispatched block");
+                assert_eq!(
+                    s.events_seen(),
+                    5,
+                    "comment block counts as a dispatched block"
+                );
                 assert!(s.at_boundary());
             }
         }
@@ -396,7 +437,10 @@ mod tests {
 
     #[test]
     fn sniff_type_tolerates_spacing() {
-        assert_eq!(sniff_type(br#"{ "type" : "error", "code":1}"#), Some(&b"error"[..]));
+        assert_eq!(
+            sniff_type(br#"{ "type" : "error", "code":1}"#),
+            Some(&b"error"[..])
+        );
         assert_eq!(sniff_type(br#"{"code":1}"#), None);
     }
 }

@@ -1,1 +1,89 @@
-fn main() {}
+//! `mock-upstream`: runs the mock ChatGPT Codex upstream as a process, for the load harness and
+//! for pointing a real Codex CLI or gateway at it by hand. Prints one line with its base URL,
+//! then serves until SIGINT or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use loadtest::mock::{MockConfig, MockUpstream, Scenario};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mock-upstream",
+    about = "Mock ChatGPT Codex upstream for codex-lb tests"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Number of seeded accounts.
+    #[arg(long, default_value_t = 2)]
+    accounts: usize,
+    /// Plan type of the seeded accounts.
+    #[arg(long, default_value = "plus")]
+    plan: String,
+    /// Write DIR/auth-<i>.json (Codex auth.json) for every account.
+    #[arg(long, value_name = "DIR")]
+    write_auth_dir: Option<PathBuf>,
+    /// Global default scenario as JSON, e.g. '{"deltas":32,"delay_ms":20}'.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let scenario = match &args.scenario {
+        Some(raw) => Scenario::from_json(raw).map_err(anyhow::Error::msg)?,
+        None => Scenario::default(),
+    };
+    let cfg = MockConfig {
+        listen: args.listen,
+        accounts: args.accounts,
+        plan: args.plan.clone(),
+        scenario,
+        worker_threads: args.workers,
+        ..MockConfig::default()
+    };
+    let mock = MockUpstream::start(cfg)?;
+    if let Some(dir) = &args.write_auth_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for i in 0..args.accounts {
+            let path = dir.join(format!("auth-{i}.json"));
+            std::fs::write(&path, mock.auth_json(i))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "mock-upstream listening on {}", mock.base_url())?;
+    out.flush()?;
+    drop(out);
+
+    wait_for_signal()?;
+    drop(mock);
+    Ok(())
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Per-account state: the two rate-limit windows, injected failures, token expiry and the last
+//! request seen. Pure bookkeeping over the injectable clock; no I/O.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::jwt::{Minted, SeedAccount};
+use super::request::RecordedRequest;
+use super::stats::lock;
+
+pub const PRIMARY_WINDOW_MINUTES: u64 = 300;
+pub const SECONDARY_WINDOW_MINUTES: u64 = 10_080;
+
+/// One rate-limit window (PROTOCOL.md 3.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    pub used_percent: f64,
+    pub window_minutes: u64,
+    pub reset_at: u64,
+}
+
+impl Window {
+    fn new(window_minutes: u64, now: u64) -> Window {
+        Window {
+            used_percent: 0.0,
+            window_minutes,
+            reset_at: now + window_minutes * 60,
+        }
+    }
+
+    /// Rolls the window over once its reset time has passed.
+    fn refresh(&mut self, now: u64) {
+        if now >= self.reset_at {
+            self.used_percent = 0.0;
+            self.reset_at = now + self.window_minutes * 60;
+        }
+    }
+
+    pub fn reset_after(&self, now: u64) -> u64 {
+        self.reset_at.saturating_sub(now)
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.used_percent >= 100.0
+    }
+}
+
+/// Both windows as of one instant, for headers and 429 bodies.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub now: u64,
+    pub primary: Window,
+    pub secondary: Window,
+}
+
+impl Usage {
+    pub fn exhausted(&self) -> bool {
+        self.primary.exhausted() || self.secondary.exhausted()
+    }
+
+    /// When the binding window frees up: the latest reset among exhausted windows.
+    pub fn resets_at(&self) -> u64 {
+        [self.primary, self.secondary]
+            .iter()
+            .filter(|w| w.exhausted())
+            .map(|w| w.reset_at)
+            .max()
+            .unwrap_or(self.primary.reset_at)
+    }
+}
+
+struct Mutable {
+    primary: Window,
+    secondary: Window,
+    /// (status, remaining) in arming order.
+    failures: VecDeque<(u16, u32)>,
+    expired: bool,
+    last_request: Option<RecordedRequest>,
+}
+
+pub struct Account {
+    pub seed: SeedAccount,
+    pub exp: u64,
+    state: Mutex<Mutable>,
+}
+
+impl Account {
+    pub fn new(minted: Minted, now: u64) -> Account {
+        Account {
+            seed: minted.seed,
+            exp: minted.exp,
+            state: Mutex::new(fresh(now)),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.seed.chatgpt_account_id
+    }
+
+    pub fn usage(&self, now: u64) -> Usage {
+        let mut s = lock(&self.state);
+        s.primary.refresh(now);
+        s.secondary.refresh(now);
+        Usage {
+            now,
+            primary: s.primary,
+            secondary: s.secondary,
+        }
+    }
+
+    /// Charges one completed response to both windows.
+    pub fn charge(
+        &self,
+        total_tokens: u64,
+        primary_capacity: u64,
+        secondary_capacity: u64,
+        now: u64,
+    ) {
+        let mut s = lock(&self.state);
+        s.primary.refresh(now);
+        s.secondary.refresh(now);
+        s.primary.used_percent =
+            add_percent(s.primary.used_percent, total_tokens, primary_capacity);
+        s.secondary.used_percent =
+            add_percent(s.secondary.used_percent, total_tokens, secondary_capacity);
+    }
+
+    pub fn set_used_percent(&self, primary: f64, secondary: f64, now: u64) {
+        let mut s = lock(&self.state);
+        s.primary.refresh(now);
+        s.secondary.refresh(now);
+        s.primary.used_percent = primary.max(0.0);
+        s.secondary.used_percent = secondary.max(0.0);
+    }
+
+    pub fn arm_failure(&self, status: u16, count: u32) {
+        if count > 0 {
+            lock(&self.state).failures.push_back((status, count));
+        }
+    }
+
+    /// Consumes one armed failure, if any.
+    pub fn take_failure(&self) -> Option<u16> {
+        let mut s = lock(&self.state);
+        let (status, remaining) = s.failures.front_mut()?;
+        let status = *status;
+        *remaining -= 1;
+        if *remaining == 0 {
+            s.failures.pop_front();
+        }
+        Some(status)
+    }
+
+    pub fn expire(&self) {
+        lock(&self.state).expired = true;
+    }
+
+    pub fn token_expired(&self, now: u64) -> bool {
+        now >= self.exp || lock(&self.state).expired
+    }
+
+    pub fn record_request(&self, r: RecordedRequest) {
+        lock(&self.state).last_request = Some(r);
+    }
+
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock(&self.state).last_request.clone()
+    }
+
+    pub fn reset(&self, now: u64) {
+        *lock(&self.state) = fresh(now);
+    }
+}
+
+fn fresh(now: u64) -> Mutable {
+    Mutable {
+        primary: Window::new(PRIMARY_WINDOW_MINUTES, now),
+        secondary: Window::new(SECONDARY_WINDOW_MINUTES, now),
+        failures: VecDeque::new(),
+        expired: false,
+        last_request: None,
+    }
+}
+
+/// Usage accrues up to 100 % and stays there until the window resets, as upstream reports it.
+fn add_percent(used: f64, tokens: u64, capacity: u64) -> f64 {
+    let add = tokens as f64 * 100.0 / capacity.max(1) as f64;
+    (used + add).min(100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::jwt::mint_account;
+
+    fn account() -> Account {
+        Account::new(mint_account(0, "plus", 1_000, 3600), 1_000)
+    }
+
+    #[test]
+    fn charge_accrues_and_windows_reset_on_time() {
+        let a = account();
+        a.charge(1_000, 10_000, 100_000, 1_000);
+        let u = a.usage(1_000);
+        assert_eq!(u.primary.used_percent, 10.0);
+        assert_eq!(u.secondary.used_percent, 1.0);
+        assert_eq!(u.primary.reset_at, 1_000 + 300 * 60);
+        let later = a.usage(1_000 + 300 * 60);
+        assert_eq!(later.primary.used_percent, 0.0);
+        assert_eq!(later.secondary.used_percent, 1.0);
+    }
+
+    #[test]
+    fn exhaustion_and_resets_at() {
+        let a = account();
+        a.set_used_percent(10.0, 100.0, 1_000);
+        let u = a.usage(1_000);
+        assert!(u.exhausted());
+        assert_eq!(u.resets_at(), u.secondary.reset_at);
+    }
+
+    #[test]
+    fn failures_are_consumed_in_order() {
+        let a = account();
+        a.arm_failure(500, 2);
+        a.arm_failure(429, 1);
+        assert_eq!(a.take_failure(), Some(500));
+        assert_eq!(a.take_failure(), Some(500));
+        assert_eq!(a.take_failure(), Some(429));
+        assert_eq!(a.take_failure(), None);
+    }
+
+    #[test]
+    fn expiry_by_exp_or_flag() {
+        let a = account();
+        assert!(!a.token_expired(1_000));
+        assert!(a.token_expired(4_600));
+        a.expire();
+        assert!(a.token_expired(1_000));
+        a.reset(1_000);
+        assert!(!a.token_expired(1_000));
+    }
+}

@@ -1,0 +1,99 @@
+//! What the mock keeps of a received request, and request-body decoding (`Content-Encoding`).
+
+use std::io::Read as _;
+
+use hyper::HeaderMap;
+use serde::Serialize;
+
+/// Upper bound on a decoded request body; Codex bodies are tens of KB, this only stops a
+/// decompression bomb from eating the test machine.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// A request as the mock received it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// In received order; names lower-cased by the HTTP parser, repeated names grouped.
+    pub headers: Vec<(String, String)>,
+    /// Decoded when `Content-Encoding` was zstd, gzip or deflate.
+    pub body: Vec<u8>,
+    pub content_encoding: Option<String>,
+}
+
+impl RecordedRequest {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+pub fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Decodes `raw` per `Content-Encoding`; `Err` carries a client-facing message.
+pub fn decode_body(encoding: Option<&str>, raw: &[u8]) -> Result<Vec<u8>, String> {
+    let enc = encoding.map(|e| e.trim().to_ascii_lowercase());
+    match enc.as_deref() {
+        None | Some("") | Some("identity") => Ok(raw.to_vec()),
+        Some("zstd") => read_capped(
+            zstd::stream::read::Decoder::new(raw).map_err(|e| e.to_string())?,
+            "zstd",
+        ),
+        Some("gzip") | Some("x-gzip") => read_capped(flate2::read::GzDecoder::new(raw), "gzip"),
+        Some("deflate") => read_capped(flate2::read::ZlibDecoder::new(raw), "deflate"),
+        Some(other) => Err(format!("Unsupported Content-Encoding: {other}")),
+    }
+}
+
+fn read_capped(r: impl std::io::Read, name: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    r.take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("Could not decode {name} request body: {e}"))?;
+    if out.len() > MAX_BODY_BYTES {
+        return Err(format!(
+            "Decoded request body exceeds {MAX_BODY_BYTES} bytes"
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn decodes_zstd_and_gzip() {
+        let plain = br#"{"model":"gpt-5.5"}"#;
+        let z = zstd::encode_all(&plain[..], 3).unwrap();
+        assert_eq!(decode_body(Some("zstd"), &z).unwrap(), plain);
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        g.write_all(plain).unwrap();
+        assert_eq!(
+            decode_body(Some("GZIP"), &g.finish().unwrap()).unwrap(),
+            plain
+        );
+        assert_eq!(decode_body(None, plain).unwrap(), plain);
+        assert!(decode_body(Some("zstd"), b"not zstd").is_err());
+        assert!(decode_body(Some("br"), plain).is_err());
+    }
+}

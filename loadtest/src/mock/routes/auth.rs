@@ -1,0 +1,52 @@
+//! Bearer-token and `ChatGPT-Account-ID` checks shared by every backend route (PROTOCOL.md 1.3,
+//! 3.4).
+
+use hyper::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use crate::mock::errors;
+use crate::mock::state::Shared;
+
+pub struct Rejection {
+    pub status: StatusCode,
+    pub body: Value,
+    /// The account the rejection's rate-limit headers describe, when one can be named.
+    pub account: Option<usize>,
+}
+
+/// The account index the request may act for.
+pub fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<usize, Rejection> {
+    let header_account = headers
+        .get("chatgpt-account-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let token = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    let Some(account) = token.and_then(|t| shared.account_by_token(t)) else {
+        return Err(Rejection {
+            status: StatusCode::UNAUTHORIZED,
+            body: errors::invalid_api_key(),
+            account: header_account.and_then(|id| shared.account_by_id(id)),
+        });
+    };
+    if shared.accounts[account].token_expired(shared.clock.now()) {
+        return Err(Rejection {
+            status: StatusCode::UNAUTHORIZED,
+            body: errors::token_expired(),
+            account: Some(account),
+        });
+    }
+    if header_account != Some(shared.account_id(account)) {
+        return Err(Rejection {
+            status: StatusCode::FORBIDDEN,
+            body: errors::account_mismatch(),
+            account: Some(account),
+        });
+    }
+    Ok(account)
+}

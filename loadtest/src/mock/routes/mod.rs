@@ -1,0 +1,70 @@
+//! Request routing and the steps every backend request shares: count it, authenticate it,
+//! read its body, and (last, on every path) count the reply.
+//!
+//! Backend routes live under `/backend-api` like upstream's; the mock-only control API lives
+//! under `/__mock/`. New upstream endpoints (usage, OAuth, compaction, WebSocket) get a module
+//! here and a line in [`handle`].
+
+mod auth;
+mod control;
+mod models;
+mod responses;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::body::{ConnCtl, MockBody};
+use super::errors;
+use super::reply::ReplyCtx;
+use super::request::MAX_BODY_BYTES;
+use super::state::Shared;
+
+pub const RESPONSES_PATH: &str = "/backend-api/codex/responses";
+pub const MODELS_PATH: &str = "/backend-api/codex/models";
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnCtl>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/__mock/") {
+        return Ok(control::handle(&shared, rest, req).await);
+    }
+    let route = match (req.method(), path.as_str()) {
+        (&Method::POST, RESPONSES_PATH) => "POST /backend-api/codex/responses",
+        (&Method::GET, MODELS_PATH) => "GET /backend-api/codex/models",
+        _ => "not_found",
+    };
+    shared.stats.request(route);
+    let resp = match route {
+        "POST /backend-api/codex/responses" => responses::handle(&shared, conn, req).await,
+        "GET /backend-api/codex/models" => models::handle(&shared, req),
+        _ => {
+            let ctx = ReplyCtx::from_request(&shared, req.headers());
+            let body = errors::not_found(req.method().as_str(), &path);
+            ctx.json(&shared, StatusCode::NOT_FOUND, &body)
+        }
+    };
+    if !resp.status().is_success() {
+        shared.stats.rejected(resp.status().as_u16());
+    }
+    if let Some(n) = resp.body().size_hint().exact() {
+        shared.stats.bytes(n as usize);
+    }
+    Ok(resp)
+}
+
+/// Reads a whole request body, capped at [`MAX_BODY_BYTES`].
+pub async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| format!("Could not read request body: {e}"))
+}

@@ -1,0 +1,126 @@
+//! The accept loop and per-connection HTTP/1 serving.
+//!
+//! Each connection's socket is wrapped in [`ConnIo`] so a body can ask for the connection to
+//! end with an RST (`fail_mode: "reset"`): the wrapper sets a zero linger just before the socket
+//! is closed. `half_close` stays off, so hyper treats a peer FIN during a streamed response as
+//! the end of the exchange and drops the body at once; that is what makes cancellation visible
+//! even while the body is sleeping between deltas.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::body::ConnCtl;
+use super::routes;
+use super::state::Shared;
+
+/// Listen backlog: the load harness opens thousands of connections at once.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "mock-upstream accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Events are small and latency is what the gateway measures: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    let ctl = Arc::new(ConnCtl::default());
+    let io = TokioIo::new(ConnIo {
+        stream,
+        ctl: ctl.clone(),
+    });
+    let svc = service_fn(move |req| routes::handle(shared.clone(), ctl.clone(), req));
+    let mut builder = http1::Builder::new();
+    // No head-read timeout: idle pooled gateway connections stay open until the gateway closes
+    // them, so tests do not see surprise closes.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    if let Err(e) = builder.serve_connection(io, svc).await {
+        tracing::debug!(error = %e, "mock-upstream connection ended with an error");
+    }
+}
+
+/// A TCP stream that can be closed with an RST on request.
+struct ConnIo {
+    stream: TcpStream,
+    ctl: Arc<ConnCtl>,
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        if self.ctl.reset_requested() {
+            // Zero linger turns close() into an RST: the "connection reset" a gateway must survive.
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

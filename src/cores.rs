@@ -1,0 +1,360 @@
+//! One monoio runtime per worker thread: bind, run, supervise, drain.
+//!
+//! Start-up order: open the data dir (sled allows one process per dir), refuse an address another
+//! process listens on (SO_REUSEPORT would silently share it), start the ledger and control threads,
+//! bind one SO_REUSEPORT listener per worker, then start the workers. Shutdown is the reverse:
+//! stop accepting everywhere at once, let in-flight requests finish until the grace deadline (the
+//! relay ends streams still open then), stop the workers, then flush the ledger.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+use thiserror::Error;
+
+use crate::accounts::registry::RegistryError;
+use crate::config::{DriverChoice, Settings};
+use crate::control::{self, Control, ControlMsg};
+use crate::ledger::{self, Ledger, LedgerError, LedgerQuery};
+use crate::metrics::inc;
+use crate::shared::{Shared, ShutdownState};
+use crate::store::{Store, StoreError};
+use crate::worker::{OpenConnection, Worker};
+
+/// Listen backlog per worker.
+const BACKLOG: i32 = 1024;
+/// io_uring submission queue entries per worker.
+const URING_ENTRIES: u32 = 1024;
+/// Extra time, past the grace deadline, for streams to write their closing event.
+const DRAIN_SLACK: Duration = Duration::from_secs(2);
+const CONTROL_CHANNEL: usize = 4096;
+const LEDGER_QUERY_CHANNEL: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{0} is already in use by another process; stop it or choose another --listen address"
+    )]
+    AddressInUse(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot read accounts: {0}")]
+    Accounts(#[from] RegistryError),
+    #[error("cannot read the usage ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    workers: Vec<JoinHandle<()>>,
+    ledger: Option<JoinHandle<Result<(), LedgerError>>>,
+    control: Option<JoinHandle<()>>,
+}
+
+/// Triggers a graceful shutdown from anywhere (signal thread, tests).
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Shared>);
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.0.shutdown.request(self.0.settings.shutdown_grace);
+    }
+}
+
+impl Gateway {
+    pub fn start(settings: Settings) -> Result<Gateway, StartError> {
+        let store = Store::open(&settings.data_dir)?;
+        if settings.listen.port() != 0 {
+            // A bind without SO_REUSEPORT fails if anyone listens here, reuse-port or not.
+            match std::net::TcpListener::bind(settings.listen) {
+                Ok(probe) => drop(probe),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(StartError::AddressInUse(settings.listen))
+                }
+                Err(source) => {
+                    return Err(StartError::Bind {
+                        addr: settings.listen,
+                        source,
+                    })
+                }
+            }
+        }
+        let tls = if settings.upstream.tls {
+            Some(crate::upstream::tls::client_config()?)
+        } else {
+            None
+        };
+        let addrs = match control::resolve(&settings.upstream) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(host = %settings.upstream.host, error = %e, "cannot resolve the upstream yet; retrying in the background");
+                Vec::new()
+            }
+        };
+        let (ledger_tx, ledger_rx) = crossbeam_channel::bounded(settings.ledger_channel_capacity);
+        let (query_tx, query_rx) = crossbeam_channel::bounded(LEDGER_QUERY_CHANNEL);
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL);
+        let workers_n = settings.workers;
+        let shared = Arc::new(Shared {
+            accounts: ArcSwap::from_pointee(Default::default()),
+            upstream_addrs: ArcSwap::from_pointee(addrs),
+            tls,
+            ledger_tx,
+            ledger_queries: query_tx,
+            control_tx,
+            metrics: (0..workers_n).map(|_| Arc::default()).collect(),
+            shutdown: ShutdownState::default(),
+            started: Instant::now(),
+            settings,
+        });
+
+        let ledger = Ledger::open(store.clone(), shared.settings.ledger_flush_interval)?;
+        let ledger = ledger::spawn(ledger, ledger_rx, query_rx).map_err(StartError::Thread)?;
+        let control = Control::load(store, Arc::clone(&shared))?;
+        let control = control::spawn(control, control_rx).map_err(StartError::Thread)?;
+
+        let mut listeners = Vec::with_capacity(workers_n);
+        let first = bind_listener(shared.settings.listen)?;
+        let addr = first.local_addr().map_err(|source| StartError::Bind {
+            addr: shared.settings.listen,
+            source,
+        })?;
+        listeners.push(first);
+        for _ in 1..workers_n {
+            listeners.push(bind_listener(addr)?);
+        }
+
+        let use_uring = match shared.settings.driver {
+            DriverChoice::Legacy => false,
+            DriverChoice::Uring => true,
+            DriverChoice::Auto => {
+                let ok = monoio::utils::detect_uring();
+                if !ok {
+                    tracing::info!("io_uring is not available here; workers use the epoll driver");
+                }
+                ok
+            }
+        };
+        let mut workers = Vec::with_capacity(workers_n);
+        for (index, l) in listeners.into_iter().enumerate() {
+            let shared = Arc::clone(&shared);
+            let h = std::thread::Builder::new()
+                .name(format!("codex-lb-w{index}"))
+                .spawn(move || run_worker(index, shared, l, use_uring))
+                .map_err(StartError::Thread)?;
+            workers.push(h);
+        }
+        tracing::info!(%addr, workers = workers_n, upstream = %format!("{}://{}{}", if shared.settings.upstream.tls { "https" } else { "http" }, shared.settings.upstream.authority, shared.settings.upstream.base_path), "codex-lb listening");
+        Ok(Gateway {
+            shared,
+            addr,
+            workers,
+            ledger: Some(ledger),
+            control: Some(control),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.shared))
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// True when a worker thread ended although no shutdown was asked for (it crashed).
+    pub fn worker_died(&self) -> bool {
+        !self.shared.shutdown.is_requested() && self.workers.iter().any(|h| h.is_finished())
+    }
+
+    /// Waits for the workers to drain, then flushes and stops the ledger and control threads.
+    pub fn wait(mut self) -> Result<(), String> {
+        let mut worker_panicked = false;
+        for h in self.workers.drain(..) {
+            worker_panicked |= h.join().is_err();
+        }
+        let _ = self.shared.ledger_queries.send(LedgerQuery::Shutdown);
+        let ledger_res = self.ledger.take().map(|h| h.join());
+        let _ = self.shared.control_tx.send(ControlMsg::Shutdown);
+        if let Some(h) = self.control.take() {
+            let _ = h.join();
+        }
+        match ledger_res {
+            Some(Ok(Ok(()))) | None => {}
+            Some(Ok(Err(e))) => return Err(format!("ledger failed to flush: {e}")),
+            Some(Err(_)) => return Err("ledger thread panicked".into()),
+        }
+        if worker_panicked {
+            return Err("a worker thread panicked".into());
+        }
+        Ok(())
+    }
+
+    /// Graceful shutdown: stop accepting, drain, flush.
+    pub fn shutdown(self) -> Result<(), String> {
+        self.shutdown_handle().trigger();
+        self.wait()
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| StartError::Bind { addr, source };
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    sock.set_reuse_address(true).map_err(err)?;
+    sock.set_reuse_port(true).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    sock.bind(&addr.into()).map_err(err)?;
+    sock.listen(BACKLOG).map_err(err)?;
+    Ok(sock.into())
+}
+
+fn run_worker(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener, use_uring: bool) {
+    let metrics = shared.metrics.get(index).cloned().unwrap_or_default();
+    if use_uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                let _ = metrics.driver.set("io_uring");
+                rt.block_on(worker_main(index, shared, listener));
+                return;
+            }
+            Err(e) if shared.settings.driver == DriverChoice::Auto => {
+                tracing::warn!(worker = index, error = %e, "io_uring refused; this worker uses the epoll driver");
+            }
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "io_uring runtime failed to start (--driver uring)");
+                shared.shutdown.request(Duration::ZERO);
+                return;
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let _ = metrics.driver.set("epoll");
+            rt.block_on(worker_main(index, shared, listener));
+        }
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "worker runtime failed to start");
+            shared.shutdown.request(Duration::ZERO);
+        }
+    }
+}
+
+async fn worker_main(index: usize, shared: Arc<Shared>, listener: std::net::TcpListener) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot register the listener");
+            shared.shutdown.request(Duration::ZERO);
+            return;
+        }
+    };
+    shared.shutdown.register_listener(listener.as_raw_fd());
+    let w = Rc::new(Worker::new(index, Arc::clone(&shared)));
+    let max_conns = shared.settings.max_connections_per_worker;
+    while !shared.shutdown.is_requested() {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if shared.shutdown.is_requested() {
+                    break;
+                }
+                inc(&w.metrics.connections_accepted);
+                if w.open_connections.get() >= max_conns {
+                    inc(&w.metrics.connections_refused);
+                    spawn_guarded(&w, refuse(Rc::clone(&w), stream));
+                    continue;
+                }
+                let conn_guard = OpenConnection::new(Rc::clone(&w));
+                let wc = Rc::clone(&w);
+                spawn_guarded(&w, async move {
+                    let _guard = conn_guard;
+                    crate::proxy::serve_connection(wc, stream, peer).await;
+                });
+            }
+            Err(e) => {
+                if shared.shutdown.is_requested() {
+                    break;
+                }
+                // Out of fds and the like: back off instead of spinning.
+                tracing::warn!(worker = index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let hard_deadline = shared.shutdown.deadline().unwrap_or_else(Instant::now) + DRAIN_SLACK;
+    while w.in_flight.get() > 0 && Instant::now() < hard_deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if w.in_flight.get() > 0 {
+        tracing::warn!(
+            worker = index,
+            in_flight = w.in_flight.get(),
+            "closing requests still running past the grace period"
+        );
+    }
+    // Returning drops the runtime and with it every idle keep-alive connection.
+}
+
+/// Runs a connection task so that a panic ends only that connection, counted and logged.
+fn spawn_guarded<F: Future<Output = ()> + 'static>(w: &Rc<Worker>, fut: F) {
+    let w = Rc::clone(w);
+    monoio::spawn(async move {
+        if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
+            inc(&w.metrics.panics);
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(worker = w.index, panic = %msg, "connection task panicked; connection closed, worker continues");
+        }
+    });
+}
+
+async fn refuse(w: Rc<Worker>, stream: monoio::net::TcpStream) {
+    use monoio::io::AsyncWriteRentExt;
+    let err = crate::http::error_body::ApiError::new(
+        503,
+        "server_error",
+        "too_many_connections",
+        "the gateway is at its connection limit; retry shortly",
+    );
+    let bytes =
+        crate::http::response::full_response(503, "application/json", &[], &err.to_json(), false);
+    let mut stream = stream;
+    let _ = monoio::time::timeout(
+        w.shared.settings.client_write_timeout,
+        stream.write_all(bytes),
+    )
+    .await;
+}

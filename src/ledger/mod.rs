@@ -1,0 +1,333 @@
+//! The ledger thread: the only writer of the request log and the usage totals in sled.
+//!
+//! Workers `try_send` one `UsageEvent` per request on a bounded channel (never blocking a core; a
+//! full channel is counted by the worker). This thread batches events into one sled transaction,
+//! keeps the totals in memory for instant answers, and fsyncs at least every flush interval, so a
+//! crash loses at most that interval and never leaves a row without its totals.
+
+mod totals;
+
+use std::collections::BTreeMap;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+pub use totals::Totals;
+
+use crate::store::Store;
+
+/// Events written per transaction at most; more wait for the next one.
+const MAX_BATCH: usize = 1024;
+const TOTAL_ALL: &str = "all";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The terminal event was `response.completed` (or a unary reply succeeded).
+    Completed,
+    /// `response.failed` or an upstream error status relayed to the client.
+    Failed,
+    Incomplete,
+    /// The client went away before the response ended.
+    Cancelled,
+    /// The upstream broke, timed out or could not be reached.
+    UpstreamError,
+    /// The gateway refused the request (bad input, no account, limits).
+    Rejected,
+}
+
+/// One request, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub ts_ms: u64,
+    pub request_id: String,
+    pub route: String,
+    pub account_id: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub error_code: Option<String>,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub total_tokens: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageSummary {
+    pub totals: Totals,
+    pub by_account: BTreeMap<String, Totals>,
+    pub by_model: BTreeMap<String, Totals>,
+}
+
+pub enum LedgerQuery {
+    Summary(Sender<UsageSummary>),
+    Recent {
+        limit: usize,
+        reply: Sender<Vec<UsageEvent>>,
+    },
+    /// Write everything received so far, fsync, and stop.
+    Shutdown,
+}
+
+pub struct Ledger {
+    store: Store,
+    summary: UsageSummary,
+    pending: Vec<UsageEvent>,
+    seq: u64,
+    last_fsync: Instant,
+    dirty_since_fsync: bool,
+    flush_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+impl Ledger {
+    pub fn open(store: Store, flush_interval: Duration) -> Result<Ledger, LedgerError> {
+        let mut summary = UsageSummary::default();
+        for kv in store.usage_totals.iter() {
+            let (k, v) = kv?;
+            let Ok(t) = serde_json::from_slice::<Totals>(&v) else {
+                continue;
+            };
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if key == TOTAL_ALL {
+                summary.totals = t;
+            } else if let Some(a) = key.strip_prefix("account/") {
+                summary.by_account.insert(a.to_string(), t);
+            } else if let Some(m) = key.strip_prefix("model/") {
+                summary.by_model.insert(m.to_string(), t);
+            }
+        }
+        let seq = store
+            .requests
+            .last()?
+            .and_then(|(k, _)| k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()))
+            .map_or(0, |b| u64::from_be_bytes(b) + 1);
+        Ok(Ledger {
+            store,
+            summary,
+            pending: Vec::new(),
+            seq,
+            last_fsync: Instant::now(),
+            dirty_since_fsync: false,
+            flush_interval,
+        })
+    }
+
+    pub fn summary(&self) -> &UsageSummary {
+        &self.summary
+    }
+
+    /// Queues an event; it is visible in the summary at once and durable after the next write.
+    pub fn record(&mut self, ev: UsageEvent) {
+        self.summary.totals.add(&ev);
+        if let Some(a) = &ev.account_id {
+            self.summary
+                .by_account
+                .entry(a.clone())
+                .or_default()
+                .add(&ev);
+        }
+        if let Some(m) = &ev.model {
+            self.summary.by_model.entry(m.clone()).or_default().add(&ev);
+        }
+        self.pending.push(ev);
+    }
+
+    /// Writes pending events and their totals in one transaction.
+    pub fn write_pending(&mut self) -> Result<(), LedgerError> {
+        while !self.pending.is_empty() {
+            let take = self.pending.len().min(MAX_BATCH);
+            let batch: Vec<UsageEvent> = self.pending.drain(..take).collect();
+            let mut rows = Vec::with_capacity(batch.len());
+            let mut touched: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for ev in &batch {
+                let mut key = [0u8; 16];
+                key[..8].copy_from_slice(&ev.ts_ms.to_be_bytes());
+                key[8..].copy_from_slice(&self.seq.to_be_bytes());
+                self.seq += 1;
+                rows.push((key, serde_json::to_vec(ev).unwrap_or_default()));
+                let json = |t: &Totals| serde_json::to_vec(t).unwrap_or_default();
+                touched.insert(TOTAL_ALL.into(), json(&self.summary.totals));
+                if let Some(a) = &ev.account_id {
+                    touched.insert(
+                        format!("account/{a}"),
+                        json(self.summary.by_account.get(a).unwrap_or(&Totals::default())),
+                    );
+                }
+                if let Some(m) = &ev.model {
+                    touched.insert(
+                        format!("model/{m}"),
+                        json(self.summary.by_model.get(m).unwrap_or(&Totals::default())),
+                    );
+                }
+            }
+            let res: Result<(), TransactionError<()>> =
+                (&self.store.requests, &self.store.usage_totals).transaction(|(req, tot)| {
+                    for (k, v) in &rows {
+                        req.insert(&k[..], v.as_slice())?;
+                    }
+                    for (k, v) in &touched {
+                        tot.insert(k.as_bytes(), v.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                });
+            match res {
+                Ok(()) => {}
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Err(TransactionError::Abort(())) => {}
+            }
+            self.dirty_since_fsync = true;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs when the flush interval has passed (or `force`).
+    pub fn maybe_fsync(&mut self, force: bool) -> Result<(), LedgerError> {
+        if self.dirty_since_fsync && (force || self.last_fsync.elapsed() >= self.flush_interval) {
+            self.store.db.flush()?;
+            self.dirty_since_fsync = false;
+            self.last_fsync = Instant::now();
+        }
+        Ok(())
+    }
+
+    pub fn recent(&mut self, limit: usize) -> Result<Vec<UsageEvent>, LedgerError> {
+        self.write_pending()?;
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for kv in self.store.requests.iter().rev().take(limit) {
+            let (_, v) = kv?;
+            if let Ok(ev) = serde_json::from_slice(&v) {
+                out.push(ev);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The thread body: runs until `Shutdown` or until every sender is gone.
+    pub fn run(
+        mut self,
+        events: Receiver<UsageEvent>,
+        queries: Receiver<LedgerQuery>,
+    ) -> Result<(), LedgerError> {
+        let tick = crossbeam_channel::tick(self.flush_interval.min(Duration::from_millis(250)));
+        loop {
+            select! {
+                recv(events) -> ev => match ev {
+                    Ok(ev) => {
+                        self.record(ev);
+                        // Take whatever else is already queued before touching sled.
+                        while let Ok(ev) = events.try_recv() {
+                            self.record(ev);
+                            if self.pending.len() >= MAX_BATCH { break; }
+                        }
+                        if self.pending.len() >= MAX_BATCH {
+                            self.write_pending()?;
+                        }
+                    }
+                    Err(_) => break,
+                },
+                recv(queries) -> q => match q {
+                    Ok(LedgerQuery::Summary(reply)) => { let _ = reply.send(self.summary.clone()); }
+                    Ok(LedgerQuery::Recent { limit, reply }) => { let _ = reply.send(self.recent(limit)?); }
+                    Ok(LedgerQuery::Shutdown) | Err(_) => break,
+                },
+                recv(tick) -> _ => {
+                    self.write_pending()?;
+                    self.maybe_fsync(false)?;
+                }
+            }
+        }
+        while let Ok(ev) = events.try_recv() {
+            self.record(ev);
+        }
+        self.write_pending()?;
+        self.maybe_fsync(true)?;
+        tracing::info!(requests = self.summary.totals.requests, "ledger flushed");
+        Ok(())
+    }
+}
+
+/// Starts the ledger thread.
+pub fn spawn(
+    ledger: Ledger,
+    events: Receiver<UsageEvent>,
+    queries: Receiver<LedgerQuery>,
+) -> std::io::Result<JoinHandle<Result<(), LedgerError>>> {
+    std::thread::Builder::new()
+        .name("codex-lb-ledger".into())
+        .spawn(move || ledger.run(events, queries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn event(account: &str, model: &str, input: u64) -> UsageEvent {
+        UsageEvent {
+            ts_ms: 1,
+            request_id: "r".into(),
+            route: "responses".into(),
+            account_id: Some(account.into()),
+            model: Some(model.into()),
+            status: 200,
+            outcome: Outcome::Completed,
+            error_code: None,
+            input_tokens: input,
+            cached_tokens: 1,
+            output_tokens: 2,
+            reasoning_tokens: 1,
+            total_tokens: input + 2,
+            request_bytes: 10,
+            response_bytes: 20,
+            latency_ms: 5,
+            ttfb_ms: Some(1),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn totals_survive_reopen_and_recent_is_newest_first() {
+        let dir = std::env::temp_dir().join(format!("codex-lb-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir).unwrap();
+            let mut l = Ledger::open(store, Duration::from_secs(1)).unwrap();
+            l.record(event("a", "m1", 10));
+            l.record(event("b", "m1", 5));
+            l.record(UsageEvent {
+                request_id: "last".into(),
+                ..event("a", "m2", 1)
+            });
+            l.write_pending().unwrap();
+            l.maybe_fsync(true).unwrap();
+            let recent = l.recent(2).unwrap();
+            assert_eq!(recent.len(), 2);
+            assert_eq!(recent[0].request_id, "last");
+        }
+        let store = Store::open(&dir).unwrap();
+        let l = Ledger::open(store, Duration::from_secs(1)).unwrap();
+        let s = l.summary();
+        assert_eq!(s.totals.requests, 3);
+        assert_eq!(s.totals.input_tokens, 16);
+        assert_eq!(s.by_account["a"].input_tokens, 11);
+        assert_eq!(s.by_model["m1"].requests, 2);
+        assert_eq!(l.seq, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

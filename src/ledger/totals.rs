@@ -1,0 +1,39 @@
+//! Running totals for one scope (all traffic, one account, one model).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, UsageEvent};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    pub requests: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub total_tokens: u64,
+    pub response_bytes: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, ev: &UsageEvent) {
+        self.requests += 1;
+        match ev.outcome {
+            Outcome::Completed => self.completed += 1,
+            Outcome::Failed | Outcome::Incomplete => self.failed += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::UpstreamError | Outcome::Rejected => self.errors += 1,
+        }
+        self.input_tokens += ev.input_tokens;
+        self.cached_tokens += ev.cached_tokens;
+        self.output_tokens += ev.output_tokens;
+        self.reasoning_tokens += ev.reasoning_tokens;
+        self.total_tokens += ev.total_tokens;
+        self.response_bytes += ev.response_bytes;
+    }
+}

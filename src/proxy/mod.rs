@@ -1,0 +1,328 @@
+//! The request path, named once. For each request on a client connection:
+//!
+//! 1. read head (httparse, limits)
+//! 2. route
+//! 3. authenticate (loopback rule for the admin API; proxy keys arrive in a later release)
+//! 4. admit (connection cap, at accept)
+//! 5. read body
+//! 6. choose account
+//! 7. forward
+//! 8. fail over or relay
+//! 9. record
+//!
+//! Steps 5–9 live in the route handlers (`responses`, `models`); this file owns the connection
+//! loop, routing, and the answer/record helpers every handler ends with.
+
+pub mod client;
+pub mod events;
+pub mod models;
+pub mod relay;
+pub mod responses;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+
+use self::client::{ClientConn, ReadHeadError};
+use self::events::Usage;
+use crate::http::error_body::ApiError;
+use crate::http::request::{HeadError, RequestHead};
+use crate::http::response::full_response;
+use crate::ledger::{Outcome, UsageEvent};
+use crate::metrics::inc;
+use crate::worker::{InFlight, Worker};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Responses,
+    Models,
+    Health,
+    Admin(crate::dashboard::AdminRoute),
+    NotFound,
+    MethodNotAllowed,
+}
+
+pub fn route(method: &str, path: &str) -> Route {
+    use crate::dashboard::AdminRoute;
+    let get = method == "GET" || method == "HEAD";
+    match path {
+        "/backend-api/codex/responses" => {
+            if method == "POST" {
+                Route::Responses
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
+        "/backend-api/codex/models" | "/backend-api/codex/v1/models" => {
+            if get {
+                Route::Models
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
+        "/health" => {
+            if get {
+                Route::Health
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
+        _ => match AdminRoute::parse(method, path) {
+            Some(Ok(r)) => Route::Admin(r),
+            Some(Err(())) => Route::MethodNotAllowed,
+            None => Route::NotFound,
+        },
+    }
+}
+
+/// What is recorded about one proxied request (step 9), filled in as the steps run.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub started: Instant,
+    pub request_id: String,
+    pub route: &'static str,
+    pub account_id: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub error_code: Option<String>,
+    pub usage: Usage,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub ttfb: Option<Duration>,
+    pub attempts: u32,
+}
+
+impl Record {
+    fn new(w: &Worker, head: &RequestHead, route: &'static str) -> Record {
+        Record {
+            started: Instant::now(),
+            request_id: head
+                .header_str("x-request-id")
+                .map_or_else(|| w.new_request_id(), str::to_string),
+            route,
+            account_id: None,
+            model: None,
+            status: 0,
+            outcome: Outcome::Completed,
+            error_code: None,
+            usage: Usage::default(),
+            request_bytes: 0,
+            response_bytes: 0,
+            ttfb: None,
+            attempts: 0,
+        }
+    }
+}
+
+/// Sends the usage event to the ledger without ever waiting: a full channel is counted.
+pub fn record(w: &Worker, r: Record) {
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ev = UsageEvent {
+        ts_ms,
+        request_id: r.request_id,
+        route: r.route.to_string(),
+        account_id: r.account_id,
+        model: r.model,
+        status: r.status,
+        outcome: r.outcome,
+        error_code: r.error_code,
+        input_tokens: r.usage.input_tokens,
+        cached_tokens: r.usage.cached(),
+        output_tokens: r.usage.output_tokens,
+        reasoning_tokens: r.usage.reasoning(),
+        total_tokens: r.usage.total_tokens,
+        request_bytes: r.request_bytes,
+        response_bytes: r.response_bytes,
+        latency_ms: r.started.elapsed().as_millis() as u64,
+        ttfb_ms: r.ttfb.map(|d| d.as_millis() as u64),
+        attempts: r.attempts,
+    };
+    if let Err(crossbeam_channel::TrySendError::Full(_)) = w.shared.ledger_tx.try_send(ev) {
+        inc(&w.metrics.ledger_dropped);
+    }
+}
+
+/// Writes a complete response; records `rec` when given. Returns whether the connection stays open.
+pub async fn respond(
+    w: &Worker,
+    client: &mut ClientConn,
+    bytes: Bytes,
+    keep_alive: bool,
+    rec: Record,
+) -> bool {
+    let ok = client
+        .write(bytes, w.shared.settings.client_write_timeout)
+        .await
+        .is_ok();
+    record(w, rec);
+    ok && keep_alive
+}
+
+/// Answers with an OpenAI error envelope and records the request as refused or failed.
+pub async fn respond_error(
+    w: &Worker,
+    client: &mut ClientConn,
+    err: ApiError,
+    keep_alive: bool,
+    mut rec: Record,
+) -> bool {
+    rec.status = err.status;
+    rec.outcome = if err.status >= 500 || err.status == 429 {
+        Outcome::UpstreamError
+    } else {
+        Outcome::Rejected
+    };
+    if err.status == 429 {
+        rec.outcome = Outcome::Failed;
+    }
+    rec.error_code = err.code.clone();
+    if err.status < 500 && err.status != 429 {
+        inc(&w.metrics.client_errors);
+    }
+    let body = err.to_json();
+    rec.response_bytes = body.len() as u64;
+    let bytes = full_response(err.status, "application/json", &[], &body, keep_alive);
+    respond(w, client, Bytes::from(bytes), keep_alive, rec).await
+}
+
+/// An error envelope for a request that is not recorded (bad heads, unknown routes).
+pub async fn reply_error(
+    w: &Worker,
+    client: &mut ClientConn,
+    err: &ApiError,
+    keep_alive: bool,
+) -> bool {
+    if err.status < 500 {
+        inc(&w.metrics.client_errors);
+    }
+    let bytes = full_response(
+        err.status,
+        "application/json",
+        &[],
+        &err.to_json(),
+        keep_alive,
+    );
+    client
+        .write(Bytes::from(bytes), w.shared.settings.client_write_timeout)
+        .await
+        .is_ok()
+        && keep_alive
+}
+
+fn head_error(e: &HeadError) -> ApiError {
+    match e {
+        HeadError::TooLarge { .. } => ApiError::new(
+            431,
+            "invalid_request_error",
+            "request_header_too_large",
+            e.to_string(),
+        ),
+        HeadError::TooManyHeaders { .. } => ApiError::new(
+            431,
+            "invalid_request_error",
+            "too_many_headers",
+            e.to_string(),
+        ),
+        HeadError::Malformed(_) => ApiError::invalid_request("malformed_request", e.to_string()),
+        HeadError::BadFraming(_) => ApiError::invalid_request("invalid_framing", e.to_string()),
+        HeadError::UnsupportedVersion => {
+            ApiError::invalid_request("unsupported_http_version", e.to_string())
+        }
+    }
+}
+
+/// Serves one client connection until it closes, errs, idles out or the gateway drains.
+pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut client = ClientConn::new(stream, peer);
+    let s = &w.shared.settings;
+    loop {
+        let head = match client
+            .read_head(s.head_limits, s.idle_keepalive_timeout, s.head_read_timeout)
+            .await
+        {
+            Ok(h) => h,
+            Err(ReadHeadError::Closed) => return,
+            Err(ReadHeadError::Timeout(t)) => {
+                inc(&w.metrics.timeouts);
+                let err = ApiError::new(
+                    408,
+                    "invalid_request_error",
+                    "request_timeout",
+                    format!("request head not received within {t:?}"),
+                );
+                reply_error(&w, &mut client, &err, false).await;
+                return;
+            }
+            Err(ReadHeadError::Head(e)) => {
+                tracing::debug!(%peer, error = %e, "bad request head");
+                reply_error(&w, &mut client, &head_error(&e), false).await;
+                return;
+            }
+        };
+        let _in_flight = InFlight::new(&w);
+        if !handle_request(&w, &mut client, head).await || w.shared.shutdown.is_requested() {
+            return;
+        }
+    }
+}
+
+async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHead) -> bool {
+    let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
+    let has_body = head.framing != crate::http::request::BodyFraming::None;
+    match route(head.method(), head.path()) {
+        Route::Responses => {
+            let rec = Record::new(w, &head, "responses");
+            responses::handle(w, client, head, rec).await
+        }
+        Route::Models => {
+            let rec = Record::new(w, &head, "models");
+            models::handle(w, client, head, keep_alive && !has_body, rec).await
+        }
+        Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
+        Route::Admin(r) => crate::dashboard::handle(w, client, head, r).await,
+        Route::NotFound => {
+            reply_error(
+                w,
+                client,
+                &ApiError::not_found(head.path()),
+                keep_alive && !has_body,
+            )
+            .await
+        }
+        Route::MethodNotAllowed => {
+            let err = ApiError::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                format!("{} is not allowed on {}", head.method(), head.path()),
+            );
+            reply_error(w, client, &err, keep_alive && !has_body).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("POST", "/backend-api/codex/responses"),
+            Route::Responses
+        );
+        assert_eq!(
+            route("GET", "/backend-api/codex/responses"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route("GET", "/backend-api/codex/v1/models"), Route::Models);
+        assert_eq!(route("GET", "/health"), Route::Health);
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+}

@@ -1,0 +1,793 @@
+//! `POST /backend-api/codex/responses`: the Codex turn. Steps 5–9 of a request (DESIGN.md): read
+//! the body and the few fields routing needs, choose an account, forward, fail over while nothing
+//! has reached the client, relay, record.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use super::client::ClientConn;
+use super::events::{parse_error_body, retry_hint_secs, UpstreamErrorInfo};
+use super::relay::{forward_response_header, relay};
+use super::{record, respond, respond_error, Record};
+use crate::accounts::selection::Pick;
+use crate::accounts::{now_unix, AccountView, Block, BlockReason};
+use crate::control::{ControlMsg, Observation};
+use crate::http::error_body::ApiError;
+use crate::http::name_eq;
+use crate::http::request::RequestHead;
+use crate::http::response::full_response;
+use crate::ledger::Outcome;
+use crate::metrics::inc;
+use crate::upstream::exchange::{self, Exchange};
+use crate::worker::Worker;
+
+/// Fields the ChatGPT backend rejects; stripped before forwarding (PROTOCOL.md §1.5).
+const UNSUPPORTED_FIELDS: &[&str] = &[
+    "max_output_tokens",
+    "metadata",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "temperature",
+    "top_p",
+    "truncation",
+    "user",
+];
+/// Largest upstream error body read to decide failover.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// How long this worker avoids an account after a transient upstream failure.
+const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(2);
+/// How long an account whose token was refused stays out of rotation (pool-wide).
+const AUTH_BLOCK_SECS: u64 = 300;
+/// Reset used when a usage-limit reply carries no usable reset time.
+const DEFAULT_LIMIT_SECS: u64 = 300;
+/// `resets_at` values further out than this are not believed (PROTOCOL.md §3.5).
+const MAX_RESET_HORIZON_SECS: u64 = 366 * 24 * 3600;
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// The few body fields the gateway reads; everything else is skipped without allocating.
+#[derive(Debug, Deserialize)]
+struct Fields {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    max_output_tokens: bool,
+    #[serde(default, deserialize_with = "present")]
+    metadata: bool,
+    #[serde(default, deserialize_with = "present")]
+    prompt_cache_retention: bool,
+    #[serde(default, deserialize_with = "present")]
+    safety_identifier: bool,
+    #[serde(default, deserialize_with = "present")]
+    temperature: bool,
+    #[serde(default, deserialize_with = "present")]
+    top_p: bool,
+    #[serde(default, deserialize_with = "present")]
+    truncation: bool,
+    #[serde(default, deserialize_with = "present")]
+    user: bool,
+}
+
+impl Fields {
+    fn needs_rewrite(&self) -> bool {
+        self.stream != Some(true)
+            || self.store == Some(true)
+            || self.max_output_tokens
+            || self.metadata
+            || self.prompt_cache_retention
+            || self.safety_identifier
+            || self.temperature
+            || self.top_p
+            || self.truncation
+            || self.user
+    }
+}
+
+/// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
+/// the upstream would reject them (unsupported fields, `store:true`, `stream` not true).
+fn prepare_body(body: Bytes) -> Result<(Bytes, Option<String>), ApiError> {
+    let fields: Fields = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not a valid JSON object: {e}"),
+        )
+    })?;
+    let model = fields.model.clone().filter(|m| !m.is_empty());
+    if model.is_none() {
+        return Err(ApiError::invalid_request(
+            "missing_required_parameter",
+            "Missing required parameter: 'model'.",
+        )
+        .with_param("model"));
+    }
+    if !fields.needs_rewrite() {
+        return Ok((body, model));
+    }
+    let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not a valid JSON object: {e}"),
+        )
+    })?;
+    for f in UNSUPPORTED_FIELDS {
+        obj.remove(*f);
+    }
+    obj.insert("store".into(), Value::Bool(false));
+    obj.insert("stream".into(), Value::Bool(true));
+    let out = serde_json::to_vec(&obj)
+        .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?;
+    Ok((Bytes::from(out), model))
+}
+
+/// Inbound headers never forwarded: our own auth replaces the client's, framing is ours, and
+/// proxy/CDN hop headers describe the client's path, not ours (PROTOCOL.md §1.4).
+fn forward_request_header(name: &str) -> bool {
+    const DROP: &[&str] = &[
+        "authorization",
+        "chatgpt-account-id",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "host",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "cookie",
+        "forwarded",
+        "x-real-ip",
+        "true-client-ip",
+    ];
+    let lower_prefix = |p: &str| {
+        name.len() >= p.len()
+            && name
+                .get(..p.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    !(DROP.iter().any(|d| name_eq(name, d))
+        || lower_prefix("x-forwarded-")
+        || lower_prefix("cf-")
+        || lower_prefix("x-codex-lb-"))
+}
+
+/// The account-independent part of the upstream request head.
+fn upstream_head_prefix(w: &Worker, head: &RequestHead, body_len: usize) -> BytesMut {
+    let up = &w.shared.settings.upstream;
+    let mut b = BytesMut::with_capacity(1024 + head.head_len());
+    b.put_slice(b"POST ");
+    b.put_slice(up.base_path.as_bytes());
+    b.put_slice(b"/codex/responses HTTP/1.1\r\nhost: ");
+    b.put_slice(up.authority.as_bytes());
+    b.put_slice(
+        b"\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: ",
+    );
+    b.put_slice(body_len.to_string().as_bytes());
+    b.put_slice(b"\r\n");
+    for (n, v) in head.headers() {
+        if forward_request_header(n) {
+            b.put_slice(n.as_bytes());
+            b.put_slice(b": ");
+            b.put_slice(v);
+            b.put_slice(b"\r\n");
+        }
+    }
+    b
+}
+
+pub fn account_head(prefix: &BytesMut, account: &AccountView) -> Bytes {
+    let mut b = BytesMut::with_capacity(prefix.len() + account.authorization.len() + 96);
+    b.put_slice(prefix);
+    b.put_slice(b"authorization: ");
+    b.put_slice(&account.authorization);
+    b.put_slice(b"\r\n");
+    if let Some(h) = &account.account_header {
+        b.put_slice(b"chatgpt-account-id: ");
+        b.put_slice(h);
+        b.put_slice(b"\r\n");
+    }
+    b.put_slice(b"\r\n");
+    b.freeze()
+}
+
+/// Holds one of this worker's in-flight slots on an account.
+struct Slot<'a> {
+    w: &'a Worker,
+    id: Arc<str>,
+}
+
+impl<'a> Slot<'a> {
+    fn take(w: &'a Worker, id: &Arc<str>) -> Self {
+        w.accounts.borrow_mut().begin(id);
+        Slot {
+            w,
+            id: Arc::clone(id),
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.w.accounts.borrow_mut().end(&self.id);
+    }
+}
+
+/// How an upstream non-success reply is handled.
+#[derive(Debug, Clone, PartialEq)]
+enum Failure {
+    /// The account's usage window is exhausted until `resets_at`.
+    UsageLimit {
+        resets_at: u64,
+        plan_type: Option<String>,
+    },
+    /// Short-term rate limit: try another account, avoid this one for a moment.
+    RateLimited(Duration),
+    /// The upstream refused the account's token.
+    Auth,
+    /// 5xx or a transport failure.
+    Transient,
+}
+
+/// Decides failover for a non-2xx upstream reply; `None` means relay it to the client as is.
+fn classify(
+    status: u16,
+    info: &UpstreamErrorInfo,
+    head_reset_at: Option<u64>,
+    now: u64,
+) -> Option<Failure> {
+    let code = info.code.as_deref().unwrap_or_default();
+    let usage_codes = [
+        "usage_limit_reached",
+        "usage_not_included",
+        "insufficient_quota",
+        "quota_exceeded",
+    ];
+    if usage_codes.contains(&code) || (status == 429 && code.is_empty() && head_reset_at.is_some())
+    {
+        let believable = |t: u64| t > now && t <= now + MAX_RESET_HORIZON_SECS;
+        let resets_at = info
+            .resets_at
+            .filter(|t| believable(*t))
+            .or_else(|| info.resets_in_seconds.map(|s| now + s.max(1)))
+            .or(head_reset_at.filter(|t| believable(*t)))
+            .unwrap_or(now + DEFAULT_LIMIT_SECS);
+        return Some(Failure::UsageLimit {
+            resets_at,
+            plan_type: info.plan_type.clone(),
+        });
+    }
+    match status {
+        429 => {
+            let secs = info
+                .message
+                .as_deref()
+                .and_then(retry_hint_secs)
+                .unwrap_or(5)
+                .min(DEFAULT_LIMIT_SECS);
+            Some(Failure::RateLimited(Duration::from_secs(secs)))
+        }
+        401 | 403 => Some(Failure::Auth),
+        500..=599 => Some(Failure::Transient),
+        _ => None,
+    }
+}
+
+/// The last upstream error reply, kept to answer with when every attempt failed.
+struct LastReply {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Bytes,
+}
+
+pub async fn handle(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    head: RequestHead,
+    mut rec: Record,
+) -> bool {
+    let s = &w.shared.settings;
+    let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
+    let body = match client
+        .read_body(&head, s.max_body_bytes, s.client_body_timeout)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let Some(err) = e.to_api_error() else {
+                return false;
+            };
+            return respond_error(w, client, err, false, rec).await;
+        }
+    };
+    rec.request_bytes = body.len() as u64;
+    let (body, model) = match prepare_body(body) {
+        Ok(x) => x,
+        Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
+    };
+    rec.model = model;
+    let prefix = upstream_head_prefix(w, &head, body.len());
+    let mut excluded: Vec<Arc<str>> = Vec::new();
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut last_reply: Option<LastReply> = None;
+    let mut last_transport: Option<String> = None;
+
+    loop {
+        let pick = {
+            let snap = w.shared.accounts.load();
+            w.accounts
+                .borrow_mut()
+                .pick(&snap, &excluded, Instant::now(), now_unix())
+        };
+        let account = match pick {
+            Pick::Account(a) => a,
+            other => {
+                let err = exhausted_error(
+                    &other,
+                    &failures,
+                    last_reply.is_some(),
+                    last_transport.as_deref(),
+                );
+                return match (err, last_reply) {
+                    (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
+                    (None, Some(reply)) => {
+                        relay_error_reply(w, client, reply, keep_alive, rec).await
+                    }
+                    (None, None) => {
+                        let err = ApiError::new(
+                            502,
+                            "server_error",
+                            "upstream_unavailable",
+                            "upstream unavailable",
+                        );
+                        respond_error(w, client, err, keep_alive, rec).await
+                    }
+                };
+            }
+        };
+        let _slot = Slot::take(w, &account.id);
+        rec.attempts += 1;
+        rec.account_id = Some(account.id.to_string());
+        if rec.attempts > 1 {
+            inc(&w.metrics.failovers);
+        }
+        let req_head = account_head(&prefix, &account);
+        let ex = match exchange::send(w, &req_head, &body).await {
+            Ok(ex) => ex,
+            Err(e) => {
+                inc(&w.metrics.upstream_errors);
+                tracing::warn!(account = %account.id, error = %e, "upstream request failed before a response");
+                w.accounts
+                    .borrow_mut()
+                    .cool_down(&account.id, Instant::now() + TRANSIENT_COOLDOWN);
+                failures.push(Failure::Transient);
+                last_transport = Some(e.to_string());
+                rec.error_code = Some(e.code().to_string());
+                excluded.push(Arc::clone(&account.id));
+                if rec.attempts as usize >= s.failover_attempts {
+                    let err = ApiError::new(
+                        502,
+                        "server_error",
+                        e.code(),
+                        format!("upstream unavailable: {e}"),
+                    );
+                    return respond_error(w, client, err, keep_alive, rec).await;
+                }
+                continue;
+            }
+        };
+        if (200..300).contains(&ex.head.status) {
+            return relay_success(w, client, ex, &head, keep_alive, rec).await;
+        }
+        let Exchange {
+            mut conn,
+            head: up_head,
+        } = ex;
+        let status = up_head.status;
+        let (err_body, reusable) =
+            exchange::read_body(&mut conn, &up_head, MAX_ERROR_BODY, s.upstream_idle_timeout)
+                .await
+                .unwrap_or_default();
+        if reusable {
+            w.pool.borrow_mut().put(conn, Instant::now());
+        }
+        let info = parse_error_body(&err_body);
+        let now = now_unix();
+        let head_reset = up_head
+            .header_str("x-codex-primary-reset-at")
+            .filter(|_| used_up(&up_head, "x-codex-primary-used-percent"))
+            .or_else(|| {
+                up_head
+                    .header_str("x-codex-secondary-reset-at")
+                    .filter(|_| used_up(&up_head, "x-codex-secondary-used-percent"))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64);
+        rec.error_code = info
+            .code
+            .clone()
+            .or_else(|| Some(format!("upstream_{status}")));
+        let Some(failure) = classify(status, &info, head_reset, now) else {
+            let reply = LastReply {
+                status,
+                headers: up_head.headers,
+                body: err_body,
+            };
+            return relay_error_reply(w, client, reply, keep_alive, rec).await;
+        };
+        tracing::info!(account = %account.id, status, code = ?info.code, ?failure, "upstream refused; failing over");
+        apply_failure(w, &account.id, &failure, now);
+        failures.push(failure);
+        last_reply = Some(LastReply {
+            status,
+            headers: up_head.headers,
+            body: err_body,
+        });
+        excluded.push(Arc::clone(&account.id));
+        if rec.attempts as usize >= s.failover_attempts {
+            let err = exhausted_error(&Pick::NoneAvailable, &failures, true, None);
+            return match (err, last_reply) {
+                (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
+                (None, Some(reply)) => relay_error_reply(w, client, reply, keep_alive, rec).await,
+                (None, None) => false,
+            };
+        }
+    }
+}
+
+fn used_up(h: &crate::http::response::UpstreamHead, name: &str) -> bool {
+    h.header_str(name)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .is_some_and(|p| p >= 100.0)
+}
+
+/// Marks an account after a failure: locally at once, pool-wide through the control thread.
+fn apply_failure(w: &Worker, id: &Arc<str>, failure: &Failure, now: u64) {
+    let local_until = |secs: u64| Instant::now() + Duration::from_secs(secs);
+    let block = match failure {
+        Failure::UsageLimit { resets_at, .. } => {
+            w.accounts
+                .borrow_mut()
+                .cool_down(id, local_until(resets_at.saturating_sub(now).max(1)));
+            Some(Block {
+                until_unix: *resets_at,
+                reason: BlockReason::UsageLimit,
+            })
+        }
+        Failure::Auth => {
+            w.accounts
+                .borrow_mut()
+                .cool_down(id, local_until(AUTH_BLOCK_SECS));
+            Some(Block {
+                until_unix: now + AUTH_BLOCK_SECS,
+                reason: BlockReason::AuthFailed,
+            })
+        }
+        Failure::RateLimited(d) => {
+            w.accounts.borrow_mut().cool_down(id, Instant::now() + *d);
+            None
+        }
+        Failure::Transient => {
+            w.accounts
+                .borrow_mut()
+                .cool_down(id, Instant::now() + TRANSIENT_COOLDOWN);
+            None
+        }
+    };
+    if let Some(block) = block {
+        let msg = ControlMsg::Observe(Observation::Blocked {
+            id: Arc::clone(id),
+            block,
+        });
+        if w.shared.control_tx.try_send(msg).is_err() {
+            tracing::warn!(account = %id, "control channel full; block stays local to this worker");
+        }
+    }
+}
+
+/// The error for a request no account could serve. `None`: relay the last upstream reply.
+fn exhausted_error(
+    pick: &Pick,
+    failures: &[Failure],
+    have_reply: bool,
+    transport: Option<&str>,
+) -> Option<ApiError> {
+    let now = now_unix();
+    let limits: Vec<(u64, Option<String>)> = failures
+        .iter()
+        .filter_map(|f| match f {
+            Failure::UsageLimit {
+                resets_at,
+                plan_type,
+            } => Some((*resets_at, plan_type.clone())),
+            _ => None,
+        })
+        .collect();
+    let usage_limited = |resets_at: u64, plan: Option<String>| {
+        let wait = resets_at.saturating_sub(now);
+        let mut e = ApiError::new(
+            429,
+            "usage_limit_reached",
+            "usage_limit_reached",
+            format!(
+                "Rate limit exceeded. Try again in {}s",
+                wait.min(DEFAULT_LIMIT_SECS)
+            ),
+        )
+        .with_extra("resets_at", json!(resets_at))
+        .with_extra("resets_in_seconds", json!(wait));
+        if let Some(p) = plan {
+            e = e.with_extra("plan_type", json!(p));
+        }
+        e
+    };
+    match pick {
+        Pick::NoAccounts => {
+            return Some(ApiError::new(
+                503,
+                "server_error",
+                "no_accounts",
+                "No active accounts available",
+            ));
+        }
+        Pick::AllUsageLimited { resets_at } => {
+            let plan = limits.iter().find_map(|(_, p)| p.clone());
+            let earliest = limits
+                .iter()
+                .map(|(t, _)| *t)
+                .chain([*resets_at])
+                .min()
+                .unwrap_or(*resets_at);
+            return Some(usage_limited(earliest, plan));
+        }
+        _ => {}
+    }
+    if !failures.is_empty() && limits.len() == failures.len() {
+        let earliest = limits
+            .iter()
+            .map(|(t, _)| *t)
+            .min()
+            .unwrap_or(now + DEFAULT_LIMIT_SECS);
+        let plan = limits.iter().find_map(|(_, p)| p.clone());
+        return Some(usage_limited(earliest, plan));
+    }
+    if have_reply {
+        return None;
+    }
+    if let Some(t) = transport {
+        return Some(ApiError::new(
+            502,
+            "server_error",
+            "upstream_unavailable",
+            format!("upstream unavailable: {t}"),
+        ));
+    }
+    Some(ApiError::new(
+        503,
+        "server_error",
+        "accounts_unavailable",
+        "Every account is cooling down after upstream errors; retry shortly",
+    ))
+}
+
+async fn relay_success(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    ex: Exchange,
+    head: &RequestHead,
+    keep_alive: bool,
+    mut rec: Record,
+) -> bool {
+    rec.status = ex.head.status;
+    let r = relay(
+        w,
+        client,
+        ex,
+        head.version_minor == 1,
+        keep_alive,
+        rec.started,
+    )
+    .await;
+    rec.outcome = r.outcome;
+    rec.error_code = r
+        .error_code
+        .or(rec.error_code.take())
+        .filter(|_| r.outcome != Outcome::Completed);
+    rec.response_bytes = r.response_bytes;
+    rec.ttfb = r.ttfb;
+    if let Some(u) = r.facts.usage {
+        rec.usage = u;
+    }
+    if r.facts.model.is_some() {
+        rec.model = r.facts.model;
+    }
+    record(w, rec);
+    r.client_reusable
+}
+
+async fn relay_error_reply(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    reply: LastReply,
+    keep_alive: bool,
+    mut rec: Record,
+) -> bool {
+    let headers: Vec<(&str, &[u8])> = reply
+        .headers
+        .iter()
+        .filter(|(n, _)| forward_response_header(n) && !name_eq(n, "content-type"))
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let content_type = reply
+        .headers
+        .iter()
+        .find(|(n, _)| name_eq(n, "content-type"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let bytes = full_response(
+        reply.status,
+        &content_type,
+        &headers,
+        &reply.body,
+        keep_alive,
+    );
+    rec.status = reply.status;
+    rec.outcome = Outcome::Failed;
+    rec.response_bytes = reply.body.len() as u64;
+    respond(w, client, Bytes::from(bytes), keep_alive, rec).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_forwarded_untouched_unless_the_upstream_would_reject_it() {
+        let clean =
+            Bytes::from_static(br#"{"model":"gpt-5.5","stream":true,"store":false,"input":[]}"#);
+        let (out, model) = prepare_body(clean.clone()).unwrap();
+        assert_eq!(out, clean);
+        assert_eq!(model.as_deref(), Some("gpt-5.5"));
+        let dirty = Bytes::from_static(
+            br#"{"model":"m","temperature":0.2,"store":true,"input":[1],"user":null}"#,
+        );
+        let (out, _) = prepare_body(dirty).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"model":"m","store":false,"input":[1],"stream":true})
+        );
+        assert_eq!(
+            prepare_body(Bytes::from_static(b"[1]"))
+                .unwrap_err()
+                .code
+                .as_deref(),
+            Some("invalid_json")
+        );
+        assert_eq!(
+            prepare_body(Bytes::from_static(b"{\"stream\":true}"))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("model")
+        );
+    }
+
+    #[test]
+    fn header_policy() {
+        for keep in [
+            "originator",
+            "session-id",
+            "session_id",
+            "x-codex-turn-state",
+            "User-Agent",
+            "version",
+            "x-client-request-id",
+        ] {
+            assert!(forward_request_header(keep), "{keep}");
+        }
+        for drop in [
+            "Authorization",
+            "chatgpt-account-id",
+            "Host",
+            "X-Forwarded-For",
+            "cf-ray",
+            "x-codex-lb-key",
+            "Content-Encoding",
+        ] {
+            assert!(!forward_request_header(drop), "{drop}");
+        }
+    }
+
+    #[test]
+    fn failover_classification() {
+        let now = 1000;
+        let info = |code: &str| UpstreamErrorInfo {
+            code: Some(code.into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            classify(429, &info("usage_limit_reached"), None, now),
+            Some(Failure::UsageLimit {
+                resets_at: 1300,
+                ..
+            })
+        ));
+        let with_reset = UpstreamErrorInfo {
+            resets_at: Some(5000),
+            ..info("usage_limit_reached")
+        };
+        assert!(matches!(
+            classify(429, &with_reset, None, now),
+            Some(Failure::UsageLimit {
+                resets_at: 5000,
+                ..
+            })
+        ));
+        let hinted = UpstreamErrorInfo {
+            message: Some("Please try again in 1.5s".into()),
+            ..info("rate_limit_exceeded")
+        };
+        assert_eq!(
+            classify(429, &hinted, None, now),
+            Some(Failure::RateLimited(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            classify(401, &info("token_expired"), None, now),
+            Some(Failure::Auth)
+        );
+        assert_eq!(
+            classify(503, &UpstreamErrorInfo::default(), None, now),
+            Some(Failure::Transient)
+        );
+        assert_eq!(
+            classify(400, &info("invalid_request_error"), None, now),
+            None
+        );
+    }
+
+    #[test]
+    fn pool_exhaustion_answers() {
+        let limited = vec![
+            Failure::UsageLimit {
+                resets_at: now_unix() + 900,
+                plan_type: Some("plus".into()),
+            },
+            Failure::UsageLimit {
+                resets_at: now_unix() + 600,
+                plan_type: None,
+            },
+        ];
+        let e = exhausted_error(&Pick::NoneAvailable, &limited, true, None).unwrap();
+        assert_eq!(e.status, 429);
+        assert_eq!(e.kind, "usage_limit_reached");
+        assert_eq!(e.extra["resets_at"], json!(now_unix() + 600));
+        assert_eq!(e.extra["plan_type"], json!("plus"));
+        let mixed = vec![limited[0].clone(), Failure::Transient];
+        assert!(exhausted_error(&Pick::NoneAvailable, &mixed, true, None).is_none());
+        assert_eq!(
+            exhausted_error(&Pick::NoAccounts, &[], false, None)
+                .unwrap()
+                .status,
+            503
+        );
+    }
+}

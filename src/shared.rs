@@ -1,0 +1,77 @@
+//! What every thread of one gateway shares: settings, the published snapshots, the channels to the
+//! control and ledger threads, per-worker metrics and the shutdown state.
+//!
+//! Workers only read from here (snapshots via `ArcSwap::load`) or `try_send`; nothing in this
+//! struct is locked on the request path.
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use crossbeam_utils::CachePadded;
+
+use crate::accounts::AccountsSnapshot;
+use crate::config::Settings;
+use crate::control::ControlMsg;
+use crate::ledger::{LedgerQuery, UsageEvent};
+use crate::metrics::CoreMetrics;
+
+pub struct Shared {
+    pub settings: Settings,
+    pub accounts: ArcSwap<AccountsSnapshot>,
+    /// Resolved upstream addresses; refreshed by the control thread (DNS never runs on a worker).
+    pub upstream_addrs: ArcSwap<Vec<SocketAddr>>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub ledger_tx: Sender<UsageEvent>,
+    pub ledger_queries: Sender<LedgerQuery>,
+    pub control_tx: Sender<ControlMsg>,
+    pub metrics: Vec<Arc<CachePadded<CoreMetrics>>>,
+    pub shutdown: ShutdownState,
+    pub started: Instant,
+}
+
+#[derive(Default)]
+pub struct ShutdownState {
+    requested: AtomicBool,
+    deadline: OnceLock<Instant>,
+    /// Listener fds of the workers, registered once at start. Shutting them down wakes every
+    /// worker's pending accept at once (monoio's Ctrl-C only wakes one thread).
+    listeners: Mutex<Vec<RawFd>>,
+}
+
+impl ShutdownState {
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// When in-flight streams must end; `None` until shutdown is requested.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
+    }
+
+    pub fn register_listener(&self, fd: RawFd) {
+        // Called once per worker at start, never on the request path.
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push(fd);
+        }
+    }
+
+    /// Stops accepting on every worker and starts the grace period. Idempotent.
+    pub fn request(&self, grace: std::time::Duration) {
+        if self.requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.deadline.set(Instant::now() + grace);
+        if let Ok(l) = self.listeners.lock() {
+            for fd in l.iter() {
+                // SAFETY: the fds belong to listeners that live until their worker exits, which
+                // happens only after this call returns (workers wait for `requested`).
+                unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The data dir: one sled database and the secret key beside it.
+//!
+//! Opened once per process, before any worker starts. The trees are handed to their owners: the
+//! control thread gets `accounts`, the ledger thread gets `requests` and `usage_totals`. Workers
+//! never hold a tree (a sled call may block on IO).
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::accounts::sealing::{SealError, Sealer};
+
+/// Bumped when a stored shape changes; `open` migrates older stores forward.
+pub const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("data dir {0} is in use by another codex-lb process")]
+    Locked(PathBuf),
+    #[error("cannot create data dir {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(
+        "data dir {path} has schema version {found}, newer than this build ({SCHEMA_VERSION})"
+    )]
+    NewerSchema { path: PathBuf, found: u64 },
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: sled::Db,
+    pub accounts: sled::Tree,
+    pub requests: sled::Tree,
+    pub usage_totals: sled::Tree,
+    pub sealer: Sealer,
+    pub dir: PathBuf,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        restrict_dir(dir);
+        let db = match sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+        {
+            Ok(db) => db,
+            Err(sled::Error::Io(e)) if is_lock_error(&e) => {
+                return Err(StoreError::Locked(dir.to_path_buf()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = db.open_tree("meta")?;
+        let found = meta
+            .get(SCHEMA_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes);
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: dir.to_path_buf(),
+                    found: v,
+                });
+            }
+            // Version 1 is the first shape: nothing to migrate yet. Later versions add steps here.
+            _ => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        Ok(Store {
+            accounts: db.open_tree("accounts")?,
+            requests: db.open_tree("requests")?,
+            usage_totals: db.open_tree("usage_totals")?,
+            sealer: Sealer::load_or_create(&dir.join("secret.key"))?,
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.raw_os_error() == Some(libc::EWOULDBLOCK)
+        || e.to_string().contains("lock")
+}
+
+fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // The dir holds tokens (sealed) and the key that opens them: owner only.
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}

@@ -1,0 +1,120 @@
+//! One upstream connection: plain TCP or rustls over TCP, with the bytes read past the last
+//! parsed item kept in `buf`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio_rustls::{ClientTlsStream, TlsConnector};
+use rustls::pki_types::ServerName;
+
+use super::UpstreamError;
+use crate::shared::Shared;
+
+/// Size of one read from the upstream; SSE deltas are small, completed events can be large.
+pub const READ_CHUNK: usize = 32 * 1024;
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>),
+}
+
+pub struct UpstreamConn {
+    io: Io,
+    /// Received bytes not consumed yet (read past a head).
+    pub buf: BytesMut,
+    pub reused: bool,
+}
+
+impl UpstreamConn {
+    pub async fn connect(
+        shared: &Shared,
+        timeout: Duration,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        let addrs = shared.upstream_addrs.load_full();
+        let mut last = UpstreamError::NoAddress;
+        for addr in addrs.iter() {
+            let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(*addr)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    last = UpstreamError::Connect(e);
+                    continue;
+                }
+                Err(_) => {
+                    last = UpstreamError::ConnectTimeout;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let io = match &shared.tls {
+                None => Io::Plain(stream),
+                Some(cfg) => {
+                    let name = ServerName::try_from(shared.settings.upstream.host.clone())
+                        .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+                    let connector = TlsConnector::from(cfg.clone());
+                    match monoio::time::timeout(timeout, connector.connect(name, stream)).await {
+                        Ok(Ok(s)) => Io::Tls(Box::new(s)),
+                        Ok(Err(e)) => return Err(UpstreamError::Tls(e.to_string())),
+                        Err(_) => return Err(UpstreamError::ConnectTimeout),
+                    }
+                }
+            };
+            return Ok(UpstreamConn {
+                io,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                reused: false,
+            });
+        }
+        Err(last)
+    }
+
+    /// Reads more bytes, appended to `buf`. Returns the number read (0 = EOF).
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        let slice = buf.slice_mut(len..cap);
+        let (res, slice) = match &mut self.io {
+            Io::Plain(s) => s.read(slice).await,
+            Io::Tls(s) => s.read(slice).await,
+        };
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// The next bytes of the body: what is left in `buf` first, else one fresh read. An empty
+    /// result means EOF.
+    pub async fn next_bytes(&mut self) -> std::io::Result<Bytes> {
+        if !self.buf.is_empty() {
+            return Ok(self.buf.split().freeze());
+        }
+        let buf = BytesMut::with_capacity(READ_CHUNK);
+        let (res, buf) = match &mut self.io {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+        };
+        res?;
+        Ok(buf.freeze())
+    }
+
+    pub async fn write_all(&mut self, data: Bytes) -> std::io::Result<()> {
+        let (res, _) = match &mut self.io {
+            Io::Plain(s) => s.write_all(data).await,
+            Io::Tls(s) => {
+                let r = s.write_all(data).await;
+                if r.0.is_ok() {
+                    // rustls buffers records; push them out now.
+                    s.flush().await?;
+                }
+                r
+            }
+        };
+        res.map(|_| ())
+    }
+}
