@@ -284,7 +284,7 @@ impl Settings {
         })
     }
 
-    /// Defaults for a given listen address, data dir and upstream (what tests start from).
+    /// Defaults on 127.0.0.1 port 0 with a given data dir and upstream (what tests start from).
     pub fn for_test(data_dir: PathBuf, upstream_base_url: &str) -> Settings {
         use clap::Parser;
         #[derive(Parser)]
@@ -299,6 +299,12 @@ impl Settings {
         args.workers = Some(2);
         let mut s = Settings::from_args(&args).unwrap_or_else(|e| panic!("test settings: {e}"));
         s.shutdown_grace = Duration::from_secs(5);
+        // The test script runs the suite once per IO driver.
+        s.driver = match std::env::var("CODEX_LB_TEST_DRIVER").as_deref() {
+            Ok("legacy") => DriverChoice::Legacy,
+            Ok("uring") => DriverChoice::Uring,
+            _ => DriverChoice::Auto,
+        };
         s
     }
 }

@@ -23,10 +23,11 @@ use crate::accounts::registry::RegistryError;
 use crate::config::{DriverChoice, Settings};
 use crate::control::{self, Control, ControlMsg};
 use crate::ledger::{self, Ledger, LedgerError, LedgerQuery};
-use crate::metrics::inc;
+use crate::metrics::{inc, CoreMetrics};
 use crate::shared::{Shared, ShutdownState};
 use crate::store::{Store, StoreError};
 use crate::worker::{OpenConnection, Worker};
+use crossbeam_utils::CachePadded;
 
 /// Listen backlog per worker.
 const BACKLOG: i32 = 1024;
@@ -327,16 +328,23 @@ async fn worker_main(index: usize, shared: Arc<Shared>, listener: std::net::TcpL
 
 /// Runs a connection task so that a panic ends only that connection, counted and logged.
 fn spawn_guarded<F: Future<Output = ()> + 'static>(w: &Rc<Worker>, fut: F) {
-    let w = Rc::clone(w);
+    spawn_counted(Arc::clone(&w.metrics), w.index, fut);
+}
+
+fn spawn_counted<F: Future<Output = ()> + 'static>(
+    metrics: Arc<CachePadded<CoreMetrics>>,
+    index: usize,
+    fut: F,
+) {
     monoio::spawn(async move {
         if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
-            inc(&w.metrics.panics);
+            inc(&metrics.panics);
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(worker = w.index, panic = %msg, "connection task panicked; connection closed, worker continues");
+            tracing::error!(worker = index, panic = %msg, "connection task panicked; connection closed, worker continues");
         }
     });
 }
@@ -357,4 +365,31 @@ async fn refuse(w: Rc<Worker>, stream: monoio::net::TcpStream) {
         stream.write_all(bytes),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn a_panicking_task_is_counted_and_the_worker_keeps_running() {
+        let metrics: Arc<CachePadded<CoreMetrics>> = Arc::default();
+        let after = Rc::new(Cell::new(false));
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let m = Arc::clone(&metrics);
+        let flag = Rc::clone(&after);
+        rt.block_on(async move {
+            spawn_counted(Arc::clone(&m), 0, async { panic!("bad client bytes") });
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            spawn_counted(m, 0, async move { flag.set(true) });
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        });
+        assert_eq!(metrics.panics.load(Relaxed), 1);
+        assert!(after.get(), "the worker ran the next task after the panic");
+    }
 }

@@ -26,7 +26,7 @@ pub struct Shared {
     /// Resolved upstream addresses; refreshed by the control thread (DNS never runs on a worker).
     pub upstream_addrs: ArcSwap<Vec<SocketAddr>>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub ledger_tx: Sender<UsageEvent>,
+    pub ledger_tx: Sender<Box<UsageEvent>>,
     pub ledger_queries: Sender<LedgerQuery>,
     pub control_tx: Sender<ControlMsg>,
     pub metrics: Vec<Arc<CachePadded<CoreMetrics>>>,

@@ -15,6 +15,9 @@ use super::{AccountStatus, AccountView, AccountsSnapshot, BlockReason};
 struct Slot {
     in_flight: u32,
     cooldown_until: Option<Instant>,
+    /// Set when the cool-down is a usage limit: the window reset, unix seconds. Lets this worker
+    /// answer "pool exhausted" before the control thread's snapshot arrives.
+    usage_reset: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -105,9 +108,11 @@ impl CoreAccounts {
         }
     }
 
-    /// Keeps this worker off an account until `until` (after a transient upstream failure).
-    pub fn cool_down(&mut self, id: &Arc<str>, until: Instant) {
-        self.slots.entry(Arc::clone(id)).or_default().cooldown_until = Some(until);
+    /// Keeps this worker off an account until `until`; `usage_reset` marks a usage limit.
+    pub fn cool_down(&mut self, id: &Arc<str>, until: Instant, usage_reset: Option<u64>) {
+        let slot = self.slots.entry(Arc::clone(id)).or_default();
+        slot.cooldown_until = Some(until);
+        slot.usage_reset = usage_reset;
     }
 
     pub fn in_flight(&self, id: &str) -> u32 {
@@ -180,8 +185,14 @@ mod tests {
         ));
         // Past the reset the account is usable again.
         assert_eq!(picked(c.pick(&s, &[], now, 400)), "b");
-        c.cool_down(&Arc::from("b"), now + Duration::from_secs(5));
+        c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), None);
         assert!(matches!(c.pick(&s, &[], now, 400), Pick::NoneAvailable));
+        // A local usage-limit cool-down counts as exhausted before the snapshot says so.
+        c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), Some(700));
+        assert!(matches!(
+            c.pick(&s, &[], now, 400),
+            Pick::AllUsageLimited { resets_at: 700 }
+        ));
         assert_eq!(
             picked(c.pick(&s, &[], now + Duration::from_secs(6), 400)),
             "b"

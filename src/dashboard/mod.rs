@@ -169,7 +169,7 @@ pub async fn handle(
     {
         Ok(b) => b,
         Err(e) => {
-            let Some(err) = e.to_api_error() else {
+            let Some(err) = crate::proxy::body_error(w, &e) else {
                 return false;
             };
             return reply_error(w, client, &err, false).await;

@@ -1,6 +1,7 @@
 //! The ledger thread: the only writer of the request log and the usage totals in sled.
 //!
-//! Workers `try_send` one `UsageEvent` per request on a bounded channel (never blocking a core; a
+//! Workers `try_send` one boxed `UsageEvent` per request on a bounded channel (boxed so the
+//! channel's preallocated slots stay small; never blocking a core; a
 //! full channel is counted by the worker). This thread batches events into one sled transaction,
 //! keeps the totals in memory for instant answers, and fsyncs at least every flush interval, so a
 //! crash loses at most that interval and never leaves a row without its totals.
@@ -222,7 +223,7 @@ impl Ledger {
     /// The thread body: runs until `Shutdown` or until every sender is gone.
     pub fn run(
         mut self,
-        events: Receiver<UsageEvent>,
+        events: Receiver<Box<UsageEvent>>,
         queries: Receiver<LedgerQuery>,
     ) -> Result<(), LedgerError> {
         let tick = crossbeam_channel::tick(self.flush_interval.min(Duration::from_millis(250)));
@@ -230,10 +231,10 @@ impl Ledger {
             select! {
                 recv(events) -> ev => match ev {
                     Ok(ev) => {
-                        self.record(ev);
+                        self.record(*ev);
                         // Take whatever else is already queued before touching sled.
                         while let Ok(ev) = events.try_recv() {
-                            self.record(ev);
+                            self.record(*ev);
                             if self.pending.len() >= MAX_BATCH { break; }
                         }
                         if self.pending.len() >= MAX_BATCH {
@@ -254,7 +255,7 @@ impl Ledger {
             }
         }
         while let Ok(ev) = events.try_recv() {
-            self.record(ev);
+            self.record(*ev);
         }
         self.write_pending()?;
         self.maybe_fsync(true)?;
@@ -266,7 +267,7 @@ impl Ledger {
 /// Starts the ledger thread.
 pub fn spawn(
     ledger: Ledger,
-    events: Receiver<UsageEvent>,
+    events: Receiver<Box<UsageEvent>>,
     queries: Receiver<LedgerQuery>,
 ) -> std::io::Result<JoinHandle<Result<(), LedgerError>>> {
     std::thread::Builder::new()

@@ -122,7 +122,7 @@ pub fn record(w: &Worker, r: Record) {
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let ev = UsageEvent {
+    let ev = Box::new(UsageEvent {
         ts_ms,
         request_id: r.request_id,
         route: r.route.to_string(),
@@ -141,7 +141,7 @@ pub fn record(w: &Worker, r: Record) {
         latency_ms: r.started.elapsed().as_millis() as u64,
         ttfb_ms: r.ttfb.map(|d| d.as_millis() as u64),
         attempts: r.attempts,
-    };
+    });
     if let Err(crossbeam_channel::TrySendError::Full(_)) = w.shared.ledger_tx.try_send(ev) {
         inc(&w.metrics.ledger_dropped);
     }
@@ -212,6 +212,14 @@ pub async fn reply_error(
         .await
         .is_ok()
         && keep_alive
+}
+
+/// The envelope for a body that could not be read (`None`: the client is gone), counted.
+pub fn body_error(w: &Worker, e: &client::BodyError) -> Option<ApiError> {
+    if matches!(e, client::BodyError::Timeout) {
+        inc(&w.metrics.timeouts);
+    }
+    e.to_api_error()
 }
 
 fn head_error(e: &HeadError) -> ApiError {

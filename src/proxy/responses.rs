@@ -311,7 +311,7 @@ pub async fn handle(
     {
         Ok(b) => b,
         Err(e) => {
-            let Some(err) = e.to_api_error() else {
+            let Some(err) = crate::proxy::body_error(w, &e) else {
                 return false;
             };
             return respond_error(w, client, err, false, rec).await;
@@ -374,9 +374,11 @@ pub async fn handle(
             Err(e) => {
                 inc(&w.metrics.upstream_errors);
                 tracing::warn!(account = %account.id, error = %e, "upstream request failed before a response");
-                w.accounts
-                    .borrow_mut()
-                    .cool_down(&account.id, Instant::now() + TRANSIENT_COOLDOWN);
+                w.accounts.borrow_mut().cool_down(
+                    &account.id,
+                    Instant::now() + TRANSIENT_COOLDOWN,
+                    None,
+                );
                 failures.push(Failure::Transient);
                 last_transport = Some(e.to_string());
                 rec.error_code = Some(e.code().to_string());
@@ -463,9 +465,11 @@ fn apply_failure(w: &Worker, id: &Arc<str>, failure: &Failure, now: u64) {
     let local_until = |secs: u64| Instant::now() + Duration::from_secs(secs);
     let block = match failure {
         Failure::UsageLimit { resets_at, .. } => {
-            w.accounts
-                .borrow_mut()
-                .cool_down(id, local_until(resets_at.saturating_sub(now).max(1)));
+            w.accounts.borrow_mut().cool_down(
+                id,
+                local_until(resets_at.saturating_sub(now).max(1)),
+                Some(*resets_at),
+            );
             Some(Block {
                 until_unix: *resets_at,
                 reason: BlockReason::UsageLimit,
@@ -474,20 +478,22 @@ fn apply_failure(w: &Worker, id: &Arc<str>, failure: &Failure, now: u64) {
         Failure::Auth => {
             w.accounts
                 .borrow_mut()
-                .cool_down(id, local_until(AUTH_BLOCK_SECS));
+                .cool_down(id, local_until(AUTH_BLOCK_SECS), None);
             Some(Block {
                 until_unix: now + AUTH_BLOCK_SECS,
                 reason: BlockReason::AuthFailed,
             })
         }
         Failure::RateLimited(d) => {
-            w.accounts.borrow_mut().cool_down(id, Instant::now() + *d);
+            w.accounts
+                .borrow_mut()
+                .cool_down(id, Instant::now() + *d, None);
             None
         }
         Failure::Transient => {
             w.accounts
                 .borrow_mut()
-                .cool_down(id, Instant::now() + TRANSIENT_COOLDOWN);
+                .cool_down(id, Instant::now() + TRANSIENT_COOLDOWN, None);
             None
         }
     };

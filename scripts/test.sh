@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command: installs what the end-to-end tests need (the official Codex CLI, pinned),
+# then runs every test of the workspace, and the gateway's end-to-end tests once more on the
+# legacy epoll driver (the first run uses io_uring where the kernel allows it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CODEX_VERSION=0.169.0
+E2E_DIR=.e2e
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "npm not found: installing Node.js" >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "cannot install Node.js here: install Node.js 20+ and npm, then rerun" >&2
+    exit 1
+  fi
+fi
+
+codex="$E2E_DIR/node_modules/.bin/codex"
+if ! [ -x "$codex" ] || ! "$codex" --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
+  echo "installing @openai/codex@$CODEX_VERSION into $E2E_DIR" >&2
+  mkdir -p "$E2E_DIR"
+  npm install --no-audit --no-fund --silent --prefix "$E2E_DIR" "@openai/codex@$CODEX_VERSION"
+fi
+export CODEX_LB_CODEX_BIN="$PWD/$codex"
+
+cargo test --workspace --all-targets
+CODEX_LB_TEST_DRIVER=legacy cargo test -p codex-lb --tests

@@ -1,0 +1,108 @@
+//! End to end with the official Codex CLI (`@openai/codex`, installed by `scripts/test.sh`):
+//! `codex exec` through the gateway gets the mock's answer, and the gateway records the turn.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+fn codex_bin() -> PathBuf {
+    let path = std::env::var_os("CODEX_LB_CODEX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".e2e/node_modules/.bin/codex")
+        });
+    assert!(
+        path.exists(),
+        "Codex CLI not found at {}: run scripts/test.sh, which installs @openai/codex",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn codex_exec_answers_through_the_gateway_and_usage_is_recorded() {
+    let env = Env::start(2);
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "model = \"gpt-5.5\"\nmodel_provider = \"codex-lb\"\n\n[model_providers.codex-lb]\nname = \"OpenAI\"\nbase_url = \"http://{}/backend-api/codex\"\nwire_api = \"responses\"\n",
+            env.addr
+        ),
+    )
+    .unwrap();
+    let answer = "Hello from the mock upstream, through codex-lb.";
+    let prompt = format!("Say hello. [[mock {{\"text\":\"{answer}\",\"deltas\":6}}]]");
+    let mut child = Command::new(codex_bin())
+        .args(["exec", "--skip-git-repo-check", &prompt])
+        .env("CODEX_HOME", home.path())
+        .env("HOME", home.path())
+        .env_remove("OPENAI_API_KEY")
+        .env("RUST_LOG", "error")
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("codex starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("codex exec did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "codex failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(answer),
+        "answer missing from stdout: {stdout}\nstderr: {stderr}"
+    );
+
+    let rows = env.get_json("/api/requests?limit=20");
+    let turn = rows["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "responses")
+        .cloned()
+        .unwrap_or_else(|| panic!("no turn recorded: {rows}"));
+    assert_eq!(turn["outcome"], "completed", "{turn}");
+    assert_eq!(turn["model"], "gpt-5.5");
+    let summary = env.summary();
+    let tokens = summary["by_model"]["gpt-5.5"]["total_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(tokens > 0, "{summary}");
+    assert_eq!(tokens, turn["total_tokens"].as_u64().unwrap());
+    // The CLI's own count of the turn matches what the gateway recorded.
+    let shown = tokens.to_string();
+    let with_commas = {
+        let s = shown.as_bytes();
+        let mut out = String::new();
+        for (i, c) in s.iter().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(*c as char);
+        }
+        out
+    };
+    let printed = format!("{stdout}{stderr}");
+    assert!(
+        printed.contains(&shown) || printed.contains(&with_commas),
+        "CLI did not print {tokens} tokens used:\n{printed}"
+    );
+}
