@@ -34,6 +34,12 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Tokens that fill an account's 5-hour window (raise it for load tests).
+    #[arg(long, default_value_t = MockConfig::default().primary_capacity_tokens)]
+    primary_capacity_tokens: u64,
+    /// Tokens that fill an account's weekly window.
+    #[arg(long, default_value_t = MockConfig::default().secondary_capacity_tokens)]
+    secondary_capacity_tokens: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         plan: args.plan.clone(),
         scenario,
         worker_threads: args.workers,
+        primary_capacity_tokens: args.primary_capacity_tokens,
+        secondary_capacity_tokens: args.secondary_capacity_tokens,
         ..MockConfig::default()
     };
     let mock = MockUpstream::start(cfg)?;
