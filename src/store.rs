@@ -56,6 +56,7 @@ impl Store {
         let db = match sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
         {
             Ok(db) => db,

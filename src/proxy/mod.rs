@@ -46,7 +46,8 @@ pub enum Route {
 
 pub fn route(method: &str, path: &str) -> Route {
     use crate::dashboard::AdminRoute;
-    let get = method == "GET" || method == "HEAD";
+    // HEAD is not offered: every GET here answers with a body.
+    let get = method == "GET";
     match path {
         "/backend-api/codex/responses" => {
             if method == "POST" {

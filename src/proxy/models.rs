@@ -21,6 +21,8 @@ use crate::upstream::exchange;
 use crate::worker::Worker;
 
 const MAX_CATALOG_BYTES: usize = 8 * 1024 * 1024;
+/// Distinct client versions cached per worker; clients choose the key, so it is bounded.
+const MAX_CACHED_VERSIONS: usize = 16;
 
 #[derive(Default)]
 pub struct ModelsCache {
@@ -104,10 +106,11 @@ pub async fn handle(
         Some(b) => (b, "cache"),
         None => match fetch(w, &version, &mut rec).await {
             Some(b) => {
-                w.models
-                    .borrow_mut()
-                    .entries
-                    .insert(version, (b.clone(), Instant::now()));
+                let mut cache = w.models.borrow_mut();
+                if cache.entries.len() >= MAX_CACHED_VERSIONS {
+                    cache.entries.clear();
+                }
+                cache.entries.insert(version, (b.clone(), Instant::now()));
                 (b, "upstream")
             }
             None => (
