@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// How long a fetched model catalog is reused.
     #[arg(long, env = "CODEX_LB_MODELS_CACHE_TTL", default_value = DEFAULT_MODELS_CACHE_TTL, value_parser = parse_duration)]
     pub models_cache_ttl: Duration,
+    /// Extra CA certificates (PEM) to trust for the upstream, beside the built-in webpki roots.
+    #[arg(long, env = "CODEX_LB_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Codex CLI version sent as `client_version` when the client did not send one.
     #[arg(long, env = "CODEX_LB_CLIENT_VERSION", default_value = DEFAULT_CLIENT_VERSION)]
     pub client_version: String,
@@ -214,6 +217,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub upstream: UpstreamUrl,
+    pub upstream_ca_file: Option<PathBuf>,
     pub workers: usize,
     pub driver: DriverChoice,
     pub head_limits: HeadLimits,
@@ -261,6 +265,7 @@ impl Settings {
             listen: a.target.listen,
             data_dir: a.target.resolved_data_dir(),
             upstream,
+            upstream_ca_file: a.upstream_ca_file.clone(),
             workers,
             driver: a.driver,
             head_limits: HeadLimits {

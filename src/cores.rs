@@ -51,8 +51,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("TLS setup failed: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error("upstream TLS setup failed: {0}")]
+    Tls(#[from] crate::upstream::tls::TlsSetupError),
     #[error("cannot read accounts: {0}")]
     Accounts(#[from] RegistryError),
     #[error("cannot read the usage ledger: {0}")]
@@ -98,7 +98,7 @@ impl Gateway {
             }
         }
         let tls = if settings.upstream.tls {
-            Some(crate::upstream::tls::client_config()?)
+            Some(crate::upstream::tls::client_config(settings.upstream_ca_file.as_deref())?)
         } else {
             None
         };

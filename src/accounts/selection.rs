@@ -85,10 +85,17 @@ impl CoreAccounts {
         let limited: Vec<u64> = active
             .iter()
             .filter_map(|a| {
-                a.blocked_at(now_unix)
+                let pool = a
+                    .blocked_at(now_unix)
                     .filter(|b| b.reason == BlockReason::UsageLimit)
+                    .map(|b| b.until_unix);
+                let local = self
+                    .slots
+                    .get(&a.id)
+                    .filter(|s| s.cooldown_until.is_some_and(|t| t > now))
+                    .and_then(|s| s.usage_reset);
+                pool.or(local)
             })
-            .map(|b| b.until_unix)
             .collect();
         if limited.len() == n {
             return Pick::AllUsageLimited {
@@ -191,7 +198,7 @@ mod tests {
         c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), Some(700));
         assert!(matches!(
             c.pick(&s, &[], now, 400),
-            Pick::AllUsageLimited { resets_at: 700 }
+            Pick::AllUsageLimited { resets_at: 500 }
         ));
         assert_eq!(
             picked(c.pick(&s, &[], now + Duration::from_secs(6), 400)),
