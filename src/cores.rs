@@ -98,7 +98,9 @@ impl Gateway {
             }
         }
         let tls = if settings.upstream.tls {
-            Some(crate::upstream::tls::client_config(settings.upstream_ca_file.as_deref())?)
+            Some(crate::upstream::tls::client_config(
+                settings.upstream_ca_file.as_deref(),
+            )?)
         } else {
             None
         };

@@ -20,7 +20,7 @@ use crate::http::response::full_response;
 use crate::ledger::LedgerQuery;
 use crate::metrics;
 use crate::proxy::client::ClientConn;
-use crate::proxy::reply_error;
+use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
 
 /// Largest auth.json accepted by the import endpoint.
@@ -93,11 +93,7 @@ async fn json_reply(
         &body,
         keep_alive,
     );
-    client
-        .write(Bytes::from(bytes), w.shared.settings.client_write_timeout)
-        .await
-        .is_ok()
-        && keep_alive
+    send(w, client, Bytes::from(bytes), keep_alive).await
 }
 
 fn busy() -> ApiError {

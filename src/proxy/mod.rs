@@ -156,12 +156,9 @@ pub async fn respond(
     keep_alive: bool,
     rec: Record,
 ) -> bool {
-    let ok = client
-        .write(bytes, w.shared.settings.client_write_timeout)
-        .await
-        .is_ok();
+    let open = send(w, client, bytes, keep_alive).await;
     record(w, rec);
-    ok && keep_alive
+    open
 }
 
 /// Answers with an OpenAI error envelope and records the request as refused or failed.
@@ -208,11 +205,15 @@ pub async fn reply_error(
         &err.to_json(),
         keep_alive,
     );
-    client
-        .write(Bytes::from(bytes), w.shared.settings.client_write_timeout)
-        .await
-        .is_ok()
-        && keep_alive
+    send(w, client, Bytes::from(bytes), keep_alive).await
+}
+
+/// Writes a complete response. Returns whether the connection stays open.
+pub async fn send(w: &Worker, client: &mut ClientConn, bytes: Bytes, keep_alive: bool) -> bool {
+    let written = client
+        .write(bytes, w.shared.settings.client_write_timeout)
+        .await;
+    written.is_ok() && keep_alive
 }
 
 /// The envelope for a body that could not be read (`None`: the client is gone), counted.
