@@ -1,6 +1,7 @@
 //! `mock-upstream`: runs the mock ChatGPT Codex upstream as a process, for the load harness and
 //! for pointing a real Codex CLI or gateway at it by hand. Prints one line with its base URL,
-//! then serves until SIGINT or SIGTERM.
+//! then serves until SIGINT or SIGTERM. `--tls` serves HTTPS with a fresh throwaway CA and a
+//! `localhost` certificate; `--write-ca` saves that CA for the client to trust.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use loadtest::mock::{MockConfig, MockUpstream, Scenario};
+use loadtest::mock::{self_signed_localhost, MockConfig, MockUpstream, Scenario};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +41,13 @@ struct Args {
     /// Tokens that fill an account's weekly window.
     #[arg(long, default_value_t = MockConfig::default().secondary_capacity_tokens)]
     secondary_capacity_tokens: u64,
+    /// Serve HTTPS (certificate for localhost and 127.0.0.1, signed by a CA made at start-up);
+    /// the base URL becomes https://localhost:PORT/backend-api.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: write the CA certificate (PEM) clients must trust to this file.
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    write_ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +60,15 @@ fn main() -> anyhow::Result<()> {
         Some(raw) => Scenario::from_json(raw).map_err(anyhow::Error::msg)?,
         None => Scenario::default(),
     };
+    let (tls, ca_pem) = if args.tls {
+        let (tls, ca_pem) = self_signed_localhost();
+        (Some(tls), Some(ca_pem))
+    } else {
+        (None, None)
+    };
+    if let (Some(path), Some(pem)) = (&args.write_ca, &ca_pem) {
+        std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))?;
+    }
     let cfg = MockConfig {
         listen: args.listen,
         accounts: args.accounts,
@@ -60,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         worker_threads: args.workers,
         primary_capacity_tokens: args.primary_capacity_tokens,
         secondary_capacity_tokens: args.secondary_capacity_tokens,
+        tls,
         ..MockConfig::default()
     };
     let mock = MockUpstream::start(cfg)?;

@@ -7,7 +7,8 @@
 //! Module map: `routes` (one module per endpoint), `state` (shared state), `accounts` (windows,
 //! failures, expiry), `scenario` (knobs), `render` (pre-rendered SSE), `body` (pacing, write
 //! modes, failure endings, cancel detection), `reply` (headers), `jwt` (tokens, auth.json),
-//! `server` (accept loop), `clock`, `stats`, `request`, `errors`.
+//! `server` (accept loop), `tls` (HTTPS certificates and server config), `clock`, `stats`,
+//! `request`, `errors`.
 
 mod accounts;
 mod body;
@@ -22,6 +23,7 @@ mod scenario;
 mod server;
 mod state;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub use jwt::SeedAccount;
 pub use request::RecordedRequest;
 pub use scenario::{FailMode, Scenario};
 pub use stats::MockStats;
+pub use tls::{self_signed_localhost, MockTls};
 
 use accounts::Account;
 use state::Shared;
@@ -60,6 +63,8 @@ pub struct MockConfig {
     pub scenario: Scenario,
     /// Tokio worker threads.
     pub worker_threads: usize,
+    /// Serve HTTPS with this certificate instead of plain HTTP (see [`self_signed_localhost`]).
+    pub tls: Option<MockTls>,
 }
 
 impl Default for MockConfig {
@@ -73,6 +78,7 @@ impl Default for MockConfig {
             secondary_capacity_tokens: 20_000_000,
             scenario: Scenario::default(),
             worker_threads: 2,
+            tls: None,
         }
     }
 }
@@ -80,6 +86,7 @@ impl Default for MockConfig {
 /// A running mock upstream.
 pub struct MockUpstream {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -87,6 +94,13 @@ pub struct MockUpstream {
 
 impl MockUpstream {
     pub fn start(cfg: MockConfig) -> anyhow::Result<MockUpstream> {
+        let acceptor = cfg
+            .tls
+            .as_ref()
+            .map(|t| t.server_config().map(tokio_rustls::TlsAcceptor::from))
+            .transpose()
+            .context("configuring the mock's TLS")?;
+        let tls = acceptor.is_some();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.worker_threads.max(1))
             .thread_name("mock-upstream")
@@ -113,12 +127,13 @@ impl MockUpstream {
         let thread = std::thread::Builder::new()
             .name("mock-upstream-main".into())
             .spawn(move || {
-                rt.block_on(server::serve(listener, serve_shared, rx));
+                rt.block_on(server::serve(listener, acceptor, serve_shared, rx));
                 rt.shutdown_timeout(SHUTDOWN_GRACE);
             })
             .context("spawning the mock-upstream thread")?;
         Ok(MockUpstream {
             addr,
+            tls,
             shared,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -129,9 +144,19 @@ impl MockUpstream {
         self.addr
     }
 
-    /// The gateway's upstream base: `http://127.0.0.1:PORT/backend-api`.
+    /// The gateway's upstream base: `http://127.0.0.1:PORT/backend-api`, or with
+    /// [`MockConfig::tls`] `https://localhost:PORT/backend-api` (the name the certificate is for).
     pub fn base_url(&self) -> String {
-        format!("http://{}/backend-api", self.addr)
+        if self.tls {
+            format!("https://localhost:{}/backend-api", self.addr.port())
+        } else {
+            format!("http://{}/backend-api", self.addr)
+        }
+    }
+
+    /// Whether the mock serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     pub fn accounts(&self) -> Vec<SeedAccount> {

@@ -5,6 +5,10 @@
 //! is closed. `half_close` stays off, so hyper treats a peer FIN during a streamed response as
 //! the end of the exchange and drops the body at once; that is what makes cancellation visible
 //! even while the body is sleeping between deltas.
+//!
+//! With TLS configured, the wrapped socket goes through a rustls server handshake first (in the
+//! connection's own task, so a slow handshake never stalls the accept loop); a failed or stalled
+//! handshake just closes that connection. The HTTP serving after it is identical.
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 
 use super::body::ConnCtl;
 use super::routes;
@@ -27,9 +32,12 @@ use super::state::Shared;
 pub const LISTEN_BACKLOG: u32 = 4096;
 /// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// A peer that has not finished the TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
@@ -38,7 +46,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(stream, shared.clone()));
+                    tokio::spawn(serve_connection(stream, tls.clone(), shared.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "mock-upstream accept failed");
@@ -49,14 +57,32 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     // Events are small and latency is what the gateway measures: no Nagle delay.
     let _ = stream.set_nodelay(true);
     let ctl = Arc::new(ConnCtl::default());
-    let io = TokioIo::new(ConnIo {
+    let conn = ConnIo {
         stream,
         ctl: ctl.clone(),
-    });
+    };
+    match tls {
+        None => serve_http(conn, ctl, shared).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                Ok(Ok(tls_stream)) => serve_http(tls_stream, ctl, shared).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "mock-upstream TLS handshake failed"),
+                Err(_) => tracing::debug!("mock-upstream TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on an established (plain or TLS) connection until either side ends it.
+async fn serve_http<I>(io: I, ctl: Arc<ConnCtl>, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let svc = service_fn(move |req| routes::handle(shared.clone(), ctl.clone(), req));
     let mut builder = http1::Builder::new();
     // No head-read timeout: idle pooled gateway connections stay open until the gateway closes

@@ -1,5 +1,6 @@
 //! A deliberately plain HTTP/1.1 client over std `TcpStream` for the mock's tests: it keeps the
-//! raw chunk boundaries and tells a clean end (terminating chunk) from an abort.
+//! raw chunk boundaries and tells a clean end (terminating chunk) from an abort. [`Conn`] is
+//! generic over the byte stream so the same client runs over TLS.
 
 #![allow(dead_code)] // each test file uses a different subset
 
@@ -14,8 +15,8 @@ pub fn start() -> MockUpstream {
     MockUpstream::start(MockConfig::default()).expect("mock starts")
 }
 
-pub struct Conn {
-    reader: BufReader<TcpStream>,
+pub struct Conn<S = TcpStream> {
+    reader: BufReader<S>,
 }
 
 pub struct Head {
@@ -41,13 +42,22 @@ impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn {
-            reader: BufReader::new(s),
-        }
+        Conn::over(s)
     }
+}
 
-    pub fn stream(&self) -> &TcpStream {
+impl<S> Conn<S> {
+    pub fn stream(&self) -> &S {
         self.reader.get_ref()
+    }
+}
+
+impl<S: Read + Write> Conn<S> {
+    /// A client over an already connected stream (e.g. a TLS session).
+    pub fn over(stream: S) -> Conn<S> {
+        Conn {
+            reader: BufReader::new(stream),
+        }
     }
 
     pub fn send(&mut self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) {
@@ -150,7 +160,7 @@ impl Reply {
     }
 }
 
-pub fn read_reply(c: &mut Conn) -> Reply {
+pub fn read_reply<S: Read + Write>(c: &mut Conn<S>) -> Reply {
     let head = c.read_head().expect("response head");
     let mut body = Vec::new();
     let mut chunks = Vec::new();
