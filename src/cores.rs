@@ -221,6 +221,44 @@ impl Gateway {
     }
 }
 
+/// Raises the open-file limit as far as allowed (the kernel ceiling when privileged, else the
+/// hard limit): every stream holds two sockets (client and upstream), and the common default of
+/// 1024 caps a gateway at ~500 streams. Returns the (old, new) soft limits.
+pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let old = lim.rlim_cur;
+    // A privileged process may lift the hard limit too, up to the kernel's per-process ceiling.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if ceiling > lim.rlim_max {
+        let lifted = libc::rlimit {
+            rlim_cur: ceiling,
+            rlim_max: ceiling,
+        };
+        // SAFETY: as above; failure (no privilege) leaves the limits unchanged.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lifted) } == 0 {
+            return Ok((old, ceiling));
+        }
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((old, lim.rlim_cur))
+}
+
 fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| StartError::Bind { addr, source };

@@ -5,6 +5,7 @@
 //! (sled writer), `store`. `dashboard` answers the admin API by asking the control plane.
 
 pub mod accounts;
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod control;

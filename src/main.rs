@@ -9,7 +9,7 @@ use codex_lb::config::{ServeArgs, Settings};
 use codex_lb::Gateway;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: codex_lb::alloc::GatewayAlloc = codex_lb::alloc::GatewayAlloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -40,6 +40,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match codex_lb::cores::raise_fd_limit() {
+        Ok((old, new)) if new > old => tracing::info!(old, new, "raised the open-file limit"),
+        Ok((_, now)) if now < 4096 => {
+            tracing::warn!(limit = now, "open-file limit is low; each stream needs two")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     let gateway = match Gateway::start(settings) {
         Ok(g) => g,
         Err(e) => {
