@@ -24,11 +24,14 @@ fn requests_spread_over_both_accounts() {
         .map(|a| stats.requests_by_account.get(a).copied().unwrap_or(0))
         .collect();
     assert!(counts.iter().all(|c| *c >= 2), "uneven spread: {counts:?}");
-    let summary = env.summary();
-    assert_eq!(
-        summary["by_account"].as_object().unwrap().len(),
-        2,
-        "{summary}"
+    let both = env.wait_for(std::time::Duration::from_secs(2), |e| {
+        let summary = e.summary();
+        (summary["by_account"].as_object().unwrap().len() == 2).then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "usage recorded for both accounts: {}",
+        env.summary()
     );
 }
 

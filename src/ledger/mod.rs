@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -23,6 +23,10 @@ use crate::store::Store;
 
 /// Events written per transaction at most; more wait for the next one.
 const MAX_BATCH: usize = 1024;
+/// How often the thread looks for new events (the longest an event waits to be counted).
+const EVENT_POLL: Duration = Duration::from_millis(5);
+/// How often pending events are written to sled (fsync follows the flush interval).
+const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const TOTAL_ALL: &str = "all";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,34 +230,53 @@ impl Ledger {
         events: Receiver<Box<UsageEvent>>,
         queries: Receiver<LedgerQuery>,
     ) -> Result<(), LedgerError> {
-        let tick = crossbeam_channel::tick(self.flush_interval.min(Duration::from_millis(250)));
+        // The events channel is polled, never blocked on: a sender only makes a syscall to wake a
+        // receiver that sleeps in `recv`, so polling keeps every worker's `try_send` free of
+        // syscalls. Queries (rare, from the admin API) may wake this thread at once.
+        let write_every = self.flush_interval.min(WRITE_INTERVAL);
+        let mut last_write = Instant::now();
         loop {
-            select! {
-                recv(events) -> ev => match ev {
+            loop {
+                match events.try_recv() {
                     Ok(ev) => {
                         self.record(*ev);
-                        // Take whatever else is already queued before touching sled.
-                        while let Ok(ev) = events.try_recv() {
-                            self.record(*ev);
-                            if self.pending.len() >= MAX_BATCH { break; }
-                        }
                         if self.pending.len() >= MAX_BATCH {
                             self.write_pending()?;
+                            last_write = Instant::now();
                         }
                     }
-                    Err(_) => break,
-                },
-                recv(queries) -> q => match q {
-                    Ok(LedgerQuery::Summary(reply)) => { let _ = reply.send(self.summary.clone()); }
-                    Ok(LedgerQuery::Recent { limit, reply }) => { let _ = reply.send(self.recent(limit)?); }
-                    Ok(LedgerQuery::Shutdown) | Err(_) => break,
-                },
-                recv(tick) -> _ => {
-                    self.write_pending()?;
-                    self.maybe_fsync(false)?;
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return self.finish(&events),
                 }
             }
+            if last_write.elapsed() >= write_every {
+                self.write_pending()?;
+                self.maybe_fsync(false)?;
+                last_write = Instant::now();
+            }
+            let query = queries.recv_timeout(EVENT_POLL);
+            if query.is_ok() {
+                // Answer with every event sent before the question, not just those seen so far.
+                while let Ok(ev) = events.try_recv() {
+                    self.record(*ev);
+                }
+            }
+            match query {
+                Ok(LedgerQuery::Summary(reply)) => {
+                    let _ = reply.send(self.summary.clone());
+                }
+                Ok(LedgerQuery::Recent { limit, reply }) => {
+                    let _ = reply.send(self.recent(limit)?);
+                }
+                Ok(LedgerQuery::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                    return self.finish(&events)
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
         }
+    }
+
+    fn finish(mut self, events: &Receiver<Box<UsageEvent>>) -> Result<(), LedgerError> {
         while let Ok(ev) = events.try_recv() {
             self.record(*ev);
         }
