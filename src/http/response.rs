@@ -2,6 +2,9 @@
 //! framing decision for an upstream body (RFC 9112 §6.3).
 
 use std::io::Write;
+use std::ops::Range;
+
+use bytes::Bytes;
 
 use super::{has_token, name_eq, trim_ows};
 
@@ -107,22 +110,37 @@ pub enum UpstreamFraming {
     UntilClose,
 }
 
+/// An upstream response head: one copy of the head bytes, header fields as ranges into it (one
+/// allocation per head instead of two per field).
 #[derive(Debug, Clone)]
 pub struct UpstreamHead {
     pub status: u16,
-    /// Header fields in arrival order, names as sent.
-    pub headers: Vec<(String, Vec<u8>)>,
+    raw: Bytes,
+    fields: Vec<(Range<usize>, Range<usize>)>,
     pub framing: UpstreamFraming,
     /// The upstream asked to close (or spoke HTTP/1.0): do not pool this connection.
     pub close: bool,
 }
 
 impl UpstreamHead {
+    /// Header fields in arrival order, names as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(move |(n, v)| {
+            let name = self
+                .raw
+                .get(n.clone())
+                .and_then(|b| std::str::from_utf8(b).ok());
+            (
+                name.unwrap_or_default(),
+                self.raw.get(v.clone()).unwrap_or_default(),
+            )
+        })
+    }
+
     pub fn header(&self, lower_name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(n, _)| name_eq(n, lower_name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 
     pub fn header_str(&self, lower_name: &str) -> Option<&str> {
@@ -160,7 +178,12 @@ pub fn parse_upstream_head(
     };
     let status = resp.code.ok_or(UpstreamHeadError::Malformed)?;
     let http10 = resp.version == Some(0);
-    let mut headers = Vec::with_capacity(resp.headers.len());
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let mut fields = Vec::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = http10;
@@ -182,7 +205,7 @@ pub fn parse_upstream_head(
         } else if name_eq(h.name, "connection") && has_token(h.value, "close") {
             close = true;
         }
-        headers.push((h.name.to_string(), h.value.to_vec()));
+        fields.push((offset(h.name.as_bytes()), offset(h.value)));
     }
     let framing =
         if request_was_head || status == 204 || status == 304 || (100..200).contains(&status) {
@@ -202,7 +225,8 @@ pub fn parse_upstream_head(
     Ok(Some((
         UpstreamHead {
             status,
-            headers,
+            raw: Bytes::copy_from_slice(buf.get(..used).unwrap_or_default()),
+            fields,
             framing,
             close,
         },

@@ -103,10 +103,8 @@ pub async fn relay(
     let mut head = Vec::with_capacity(512);
     let headers: Vec<(&str, &[u8])> = ex
         .head
-        .headers
-        .iter()
+        .headers()
         .filter(|(n, _)| forward_response_header(n))
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
     let framing = if chunked_out {
         OutFraming::Chunked

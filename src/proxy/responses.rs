@@ -21,7 +21,7 @@ use crate::control::{ControlMsg, Observation};
 use crate::http::error_body::ApiError;
 use crate::http::name_eq;
 use crate::http::request::RequestHead;
-use crate::http::response::full_response;
+use crate::http::response::{full_response, UpstreamHead};
 use crate::ledger::Outcome;
 use crate::metrics::inc;
 use crate::upstream::exchange::{self, Exchange};
@@ -292,8 +292,7 @@ fn classify(
 
 /// The last upstream error reply, kept to answer with when every attempt failed.
 struct LastReply {
-    status: u16,
-    headers: Vec<(String, Vec<u8>)>,
+    head: UpstreamHead,
     body: Bytes,
 }
 
@@ -428,8 +427,7 @@ pub async fn handle(
             .or_else(|| Some(format!("upstream_{status}")));
         let Some(failure) = classify(status, &info, head_reset, now) else {
             let reply = LastReply {
-                status,
-                headers: up_head.headers,
+                head: up_head,
                 body: err_body,
             };
             return relay_error_reply(w, client, reply, keep_alive, rec).await;
@@ -438,8 +436,7 @@ pub async fn handle(
         apply_failure(w, &account.id, &failure, now);
         failures.push(failure);
         last_reply = Some(LastReply {
-            status,
-            headers: up_head.headers,
+            head: up_head,
             body: err_body,
         });
         excluded.push(Arc::clone(&account.id));
@@ -454,7 +451,7 @@ pub async fn handle(
     }
 }
 
-fn used_up(h: &crate::http::response::UpstreamHead, name: &str) -> bool {
+fn used_up(h: &UpstreamHead, name: &str) -> bool {
     h.header_str(name)
         .and_then(|v| v.trim().parse::<f64>().ok())
         .is_some_and(|p| p >= 100.0)
@@ -635,27 +632,18 @@ async fn relay_error_reply(
     keep_alive: bool,
     mut rec: Record,
 ) -> bool {
+    let status = reply.head.status;
     let headers: Vec<(&str, &[u8])> = reply
-        .headers
-        .iter()
+        .head
+        .headers()
         .filter(|(n, _)| forward_response_header(n) && !name_eq(n, "content-type"))
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
     let content_type = reply
-        .headers
-        .iter()
-        .find(|(n, _)| name_eq(n, "content-type"))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let bytes = full_response(
-        reply.status,
-        &content_type,
-        &headers,
-        &reply.body,
-        keep_alive,
-    );
-    rec.status = reply.status;
+        .head
+        .header_str("content-type")
+        .unwrap_or("application/json");
+    let bytes = full_response(status, content_type, &headers, &reply.body, keep_alive);
+    rec.status = status;
     rec.outcome = Outcome::Failed;
     rec.response_bytes = reply.body.len() as u64;
     respond(w, client, Bytes::from(bytes), keep_alive, rec).await
