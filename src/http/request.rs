@@ -142,6 +142,26 @@ pub fn parse_request_head(
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request-line.
     let skip = leading_crlf(buf);
+    // A head is complete only once a blank line arrived; until then a full parse would be wasted
+    // (heads that trickle in would be re-parsed on every read).
+    let rest = buf.get(skip..).unwrap_or_default();
+    if memchr::memmem::find(rest, b"\n\r\n").is_none()
+        && memchr::memmem::find(rest, b"\n\n").is_none()
+    {
+        if buf.len() >= limits.max_head_bytes {
+            return Err(HeadError::TooLarge {
+                limit: limits.max_head_bytes,
+            });
+        }
+        if httparse::Request::new(&mut [])
+            .parse(rest)
+            .is_err_and(|e| e != httparse::Error::TooManyHeaders)
+        {
+            // Garbage is refused as soon as it is seen, not when the limit is reached.
+            return Err(HeadError::Malformed("invalid request line"));
+        }
+        return Ok(None);
+    }
     let buf_rest = buf.get(skip..).unwrap_or_default();
     let max_headers = limits.max_headers.min(MAX_HEADERS_CEILING);
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CEILING] =

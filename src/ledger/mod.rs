@@ -8,7 +8,7 @@
 
 mod totals;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -160,28 +160,35 @@ impl Ledger {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<UsageEvent> = self.pending.drain(..take).collect();
             let mut rows = Vec::with_capacity(batch.len());
-            let mut touched: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            let mut accounts: BTreeSet<&str> = BTreeSet::new();
+            let mut models: BTreeSet<&str> = BTreeSet::new();
             for ev in &batch {
                 let mut key = [0u8; 16];
                 key[..8].copy_from_slice(&ev.ts_ms.to_be_bytes());
                 key[8..].copy_from_slice(&self.seq.to_be_bytes());
                 self.seq += 1;
                 rows.push((key, serde_json::to_vec(ev).unwrap_or_default()));
-                let json = |t: &Totals| serde_json::to_vec(t).unwrap_or_default();
-                touched.insert(TOTAL_ALL.into(), json(&self.summary.totals));
-                if let Some(a) = &ev.account_id {
-                    touched.insert(
-                        format!("account/{a}"),
-                        json(self.summary.by_account.get(a).unwrap_or(&Totals::default())),
-                    );
-                }
-                if let Some(m) = &ev.model {
-                    touched.insert(
-                        format!("model/{m}"),
-                        json(self.summary.by_model.get(m).unwrap_or(&Totals::default())),
-                    );
-                }
+                accounts.extend(ev.account_id.as_deref());
+                models.extend(ev.model.as_deref());
             }
+            // Totals are serialized once per batch, for the scopes the batch touched.
+            let json = |t: Option<&Totals>| {
+                serde_json::to_vec(t.unwrap_or(&Totals::default())).unwrap_or_default()
+            };
+            let mut touched: Vec<(String, Vec<u8>)> =
+                Vec::with_capacity(1 + accounts.len() + models.len());
+            touched.push((TOTAL_ALL.into(), json(Some(&self.summary.totals))));
+            touched.extend(accounts.iter().map(|a| {
+                (
+                    format!("account/{a}"),
+                    json(self.summary.by_account.get(*a)),
+                )
+            }));
+            touched.extend(
+                models
+                    .iter()
+                    .map(|m| (format!("model/{m}"), json(self.summary.by_model.get(*m)))),
+            );
             let res: Result<(), TransactionError<()>> =
                 (&self.store.requests, &self.store.usage_totals).transaction(|(req, tot)| {
                     for (k, v) in &rows {
