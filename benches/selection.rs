@@ -10,8 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use codex_lb::accounts::selection::{CoreAccounts, Pick};
-use codex_lb::accounts::{AccountStatus, AccountView, AccountsSnapshot, Block, BlockReason};
+use codex_lb::accounts::quota::{QuotaReading, Window};
+use codex_lb::accounts::selection::{CoreAccounts, Pick, PickRequest};
+use codex_lb::accounts::strategy::Strategy;
+use codex_lb::accounts::{
+    AccountStatus, AccountView, AccountsSnapshot, Block, BlockReason, Priority,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 struct Fixture {
@@ -42,11 +46,32 @@ fn fixture(n: usize) -> Fixture {
                     until_unix: now_unix + 3600,
                     reason: BlockReason::UsageLimit,
                 }),
+                priority: Priority::Normal,
+                quota: QuotaReading {
+                    primary: Some(Window {
+                        used_percent: (i % 97) as f64,
+                        window_minutes: Some(300),
+                        reset_at: Some(now_unix + 1000 + i as u64),
+                    }),
+                    secondary: None,
+                    plan_type: None,
+                },
+                cap_primary_percent: Some(90.0),
+                cap_secondary_percent: None,
             })
         })
         .collect();
-    let mut core = CoreAccounts::default();
-    for (i, a) in accounts.iter().enumerate() {
+    let snap = AccountsSnapshot {
+        version: 1,
+        accounts,
+        strategy: Strategy::CapacityWeighted,
+        slots_per_worker: 0,
+    };
+    let mut core = CoreAccounts::new(1);
+    // The first pick for a version aligns the slots; do it before setting per-account state.
+    let first = core.pick(&snap, PickRequest::default(), now, now_unix);
+    assert!(matches!(first, Pick::Account(_)), "{first:?}");
+    for (i, a) in snap.accounts.iter().enumerate() {
         if i % 10 == 1 {
             core.cool_down(&a.id, now + Duration::from_secs(3600), None);
         }
@@ -56,13 +81,6 @@ fn fixture(n: usize) -> Fixture {
             }
         }
     }
-    let snap = AccountsSnapshot {
-        version: 1,
-        accounts,
-    };
-    // The first pick for a version prunes the slots; do it here so the loop measures steady state.
-    let first = core.pick(&snap, &[], now, now_unix);
-    assert!(matches!(first, Pick::Account(_)), "{first:?}");
     Fixture {
         snap,
         core,
@@ -76,11 +94,34 @@ fn benches(c: &mut Criterion) {
     for n in [10usize, 100, 1000] {
         let mut f = fixture(n);
         g.bench_with_input(BenchmarkId::new("pick", n), &n, |b, _| {
-            b.iter(|| f.core.pick(black_box(&f.snap), &[], f.now, f.now_unix))
+            b.iter(|| {
+                f.core.pick(
+                    black_box(&f.snap),
+                    PickRequest::default(),
+                    f.now,
+                    f.now_unix,
+                )
+            })
+        });
+        let mut key = 0u64;
+        g.bench_with_input(BenchmarkId::new("pick_sticky", n), &n, |b, _| {
+            b.iter(|| {
+                key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let req = PickRequest {
+                    sticky_key: Some(key),
+                    ..Default::default()
+                };
+                f.core.pick(black_box(&f.snap), req, f.now, f.now_unix)
+            })
         });
         g.bench_with_input(BenchmarkId::new("pick_begin_end", n), &n, |b, _| {
             b.iter(|| {
-                if let Pick::Account(a) = f.core.pick(black_box(&f.snap), &[], f.now, f.now_unix) {
+                if let Pick::Account(a) = f.core.pick(
+                    black_box(&f.snap),
+                    PickRequest::default(),
+                    f.now,
+                    f.now_unix,
+                ) {
                     f.core.begin(&a.id);
                     f.core.end(&a.id);
                 }
@@ -89,7 +130,12 @@ fn benches(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("pick_new_snapshot", n), &n, |b, _| {
             b.iter(|| {
                 f.snap.version += 1;
-                f.core.pick(black_box(&f.snap), &[], f.now, f.now_unix)
+                f.core.pick(
+                    black_box(&f.snap),
+                    PickRequest::default(),
+                    f.now,
+                    f.now_unix,
+                )
             })
         });
         let all: Vec<Arc<AccountView>> = f.snap.accounts.clone();

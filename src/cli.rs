@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::accounts::registry;
+use crate::accounts::AccountStatus;
 use crate::config::{ServeArgs, TargetArgs};
 use crate::control::AccountInfo;
 use crate::store::{Store, StoreError};
@@ -56,6 +57,36 @@ pub enum AccountsAction {
     },
     /// Remove a pooled account by id.
     Remove { id: String },
+    /// Take an account out of rotation (it keeps its tokens and usage).
+    Pause { id: String },
+    /// Put a paused (or deactivated) account back into rotation.
+    Resume { id: String },
+    /// Set an account's routing priority and usage caps.
+    Set {
+        id: String,
+        /// burn_first, normal or preserve.
+        #[arg(long)]
+        priority: Option<crate::accounts::Priority>,
+        /// Stop routing here once the 5 h window is this full (percent); `none` clears it.
+        #[arg(long, value_parser = parse_cap)]
+        cap_primary: Option<Option<f64>>,
+        /// Stop routing here once the weekly window is this full (percent); `none` clears it.
+        #[arg(long, value_parser = parse_cap)]
+        cap_secondary: Option<Option<f64>>,
+    },
+}
+
+fn parse_cap(s: &str) -> Result<Option<f64>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err("caps are between 0 and 100".into());
+    }
+    Ok(Some(v))
 }
 
 /// Where an `accounts` command runs.
@@ -156,6 +187,7 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
                             record,
                             blocked_until: None,
                             block_reason: None,
+                            quota: Default::default(),
                         })
                         .unwrap_or_default()
                     })
@@ -177,21 +209,85 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
                 return Ok(());
             }
             println!(
-                "{:<18} {:<32} {:<10} {:<10} BLOCKED UNTIL",
-                "ID", "EMAIL", "PLAN", "STATUS"
+                "{:<18} {:<28} {:<6} {:<16} {:<10} {:<22} {:<22} BLOCKED",
+                "ID", "EMAIL", "PLAN", "STATUS", "PRIORITY", "5H WINDOW", "WEEKLY WINDOW"
             );
+            let now = crate::accounts::now_unix();
             for a in accounts {
+                let blocked = match (a["blocked_until"].as_u64(), a["block_reason"].as_str()) {
+                    (Some(t), Some(r)) => format!("{r} for {}", human_secs(t.saturating_sub(now))),
+                    _ => "-".to_string(),
+                };
                 println!(
-                    "{:<18} {:<32} {:<10} {:<10} {}",
+                    "{:<18} {:<28} {:<6} {:<16} {:<10} {:<22} {:<22} {}",
                     a["id"].as_str().unwrap_or("?"),
                     a["email"].as_str().unwrap_or("-"),
                     a["plan"].as_str().unwrap_or("-"),
                     a["status"].as_str().unwrap_or("-"),
-                    a["blocked_until"]
-                        .as_u64()
-                        .map_or("-".to_string(), |t| t.to_string()),
+                    a["priority"].as_str().unwrap_or("normal"),
+                    window_text(&a["quota"]["primary"], now),
+                    window_text(&a["quota"]["secondary"], now),
+                    blocked,
                 );
             }
+            Ok(())
+        }
+        AccountsAction::Pause { id } => account_change(&backend, &id, "pause", |r| {
+            r.status = AccountStatus::Paused;
+            r.status_reason = Some("paused by the owner".into());
+        }),
+        AccountsAction::Resume { id } => account_change(&backend, &id, "resume", |r| {
+            r.status = AccountStatus::Active;
+            r.status_reason = None;
+        }),
+        AccountsAction::Set {
+            id,
+            priority,
+            cap_primary,
+            cap_secondary,
+        } => {
+            let mut patch = serde_json::Map::new();
+            if let Some(p) = priority {
+                patch.insert(
+                    "priority".into(),
+                    serde_json::to_value(p).unwrap_or_default(),
+                );
+            }
+            if let Some(c) = cap_primary {
+                patch.insert(
+                    "cap_primary_percent".into(),
+                    serde_json::to_value(c).unwrap_or_default(),
+                );
+            }
+            if let Some(c) = cap_secondary {
+                patch.insert(
+                    "cap_secondary_percent".into(),
+                    serde_json::to_value(c).unwrap_or_default(),
+                );
+            }
+            match &backend {
+                Backend::Direct(store) => {
+                    let (mut record, tokens) = registry::get(store, &id)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no account {id}"))?;
+                    if let Some(p) = priority {
+                        record.priority = p;
+                    }
+                    if let Some(c) = cap_primary {
+                        record.cap_primary_percent = c;
+                    }
+                    if let Some(c) = cap_secondary {
+                        record.cap_secondary_percent = c;
+                    }
+                    registry::put(store, &record, &tokens).map_err(|e| e.to_string())?;
+                    store.accounts.flush().map_err(|e| e.to_string())?;
+                }
+                Backend::Gateway(base) => {
+                    let body = serde_json::to_vec(&patch).unwrap_or_default();
+                    call("PATCH", &format!("{base}/api/accounts/{id}"), Some(&body))?;
+                }
+            }
+            println!("updated {id}");
             Ok(())
         }
         AccountsAction::Remove { id } => {
@@ -208,5 +304,58 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
             println!("removed {id}");
             Ok(())
         }
+    }
+}
+
+/// Pauses or resumes an account, through the gateway or directly in the store.
+fn account_change(
+    backend: &Backend,
+    id: &str,
+    action: &str,
+    apply: impl FnOnce(&mut crate::accounts::AccountRecord),
+) -> Result<(), String> {
+    match backend {
+        Backend::Direct(store) => {
+            let (mut record, tokens) = registry::get(store, id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no account {id}"))?;
+            if action == "resume" && record.status == AccountStatus::ReauthRequired {
+                return Err(format!(
+                    "account {id} needs a new sign-in: import a fresh auth.json"
+                ));
+            }
+            apply(&mut record);
+            registry::put(store, &record, &tokens).map_err(|e| e.to_string())?;
+            store.accounts.flush().map_err(|e| e.to_string())?;
+        }
+        Backend::Gateway(base) => {
+            call(
+                "POST",
+                &format!("{base}/api/accounts/{id}/{action}"),
+                Some(b"{}"),
+            )?;
+        }
+    }
+    println!("{action}d {id}");
+    Ok(())
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `37% (resets in 2h05m)`, or `-` when the window is unknown.
+fn window_text(w: &Value, now: u64) -> String {
+    let Some(used) = w["used_percent"].as_f64() else {
+        return "-".into();
+    };
+    match w["reset_at"].as_u64() {
+        Some(t) if t > now => format!("{used:.0}% (resets {})", human_secs(t - now)),
+        _ => format!("{used:.0}%"),
     }
 }

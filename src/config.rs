@@ -31,6 +31,9 @@ pub const DEFAULT_LEDGER_CHANNEL_CAPACITY: usize = 65_536;
 pub const DEFAULT_FAILOVER_ATTEMPTS: usize = 3;
 pub const DEFAULT_MODELS_CACHE_TTL: &str = "300s";
 pub const DEFAULT_CLIENT_VERSION: &str = "0.169.0";
+pub const DEFAULT_AUTH_BASE_URL: &str = "https://auth.openai.com";
+pub const DEFAULT_USAGE_POLL_INTERVAL: &str = "60s";
+pub const DEFAULT_ACCOUNT_MAX_STREAMS: usize = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DriverChoice {
@@ -99,6 +102,19 @@ pub struct ServeArgs {
     /// How long a fetched model catalog is reused.
     #[arg(long, env = "CODEX_LB_MODELS_CACHE_TTL", default_value = DEFAULT_MODELS_CACHE_TTL, value_parser = parse_duration)]
     pub models_cache_ttl: Duration,
+    /// OAuth issuer used to refresh account tokens.
+    #[arg(long, env = "CODEX_LB_AUTH_BASE_URL", default_value = DEFAULT_AUTH_BASE_URL)]
+    pub auth_base_url: String,
+    /// Routing strategy at start (switchable at run time through the admin API; the last choice
+    /// is kept in the data dir and used when this is not given).
+    #[arg(long, env = "CODEX_LB_STRATEGY", value_enum)]
+    pub strategy: Option<crate::accounts::strategy::Strategy>,
+    /// Streams one account may serve at once across all workers (0: no cap).
+    #[arg(long, env = "CODEX_LB_ACCOUNT_MAX_STREAMS", default_value_t = DEFAULT_ACCOUNT_MAX_STREAMS)]
+    pub account_max_streams: usize,
+    /// How often each account's quota is read from the upstream's usage endpoint (0s: never).
+    #[arg(long, env = "CODEX_LB_USAGE_POLL_INTERVAL", default_value = DEFAULT_USAGE_POLL_INTERVAL, value_parser = parse_duration)]
+    pub usage_poll_interval: Duration,
     /// Extra CA certificates (PEM) to trust for the upstream, beside the built-in webpki roots.
     #[arg(long, env = "CODEX_LB_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
@@ -217,7 +233,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub upstream: UpstreamUrl,
+    pub auth_base: UpstreamUrl,
     pub upstream_ca_file: Option<PathBuf>,
+    pub strategy: Option<crate::accounts::strategy::Strategy>,
+    pub account_max_streams: usize,
+    pub usage_poll_interval: Duration,
     pub workers: usize,
     pub driver: DriverChoice,
     pub head_limits: HeadLimits,
@@ -265,7 +285,11 @@ impl Settings {
             listen: a.target.listen,
             data_dir: a.target.resolved_data_dir(),
             upstream,
+            auth_base: UpstreamUrl::parse(&a.auth_base_url)?,
             upstream_ca_file: a.upstream_ca_file.clone(),
+            strategy: a.strategy,
+            account_max_streams: a.account_max_streams,
+            usage_poll_interval: a.usage_poll_interval,
             workers,
             driver: a.driver,
             head_limits: HeadLimits {
@@ -301,6 +325,11 @@ impl Settings {
         args.target.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         args.target.data_dir = Some(data_dir);
         args.upstream_base_url = upstream_base_url.to_string();
+        // The mock serves the OAuth endpoints at its origin.
+        args.auth_base_url = upstream_base_url
+            .trim_end_matches('/')
+            .trim_end_matches("/backend-api")
+            .to_string();
         args.workers = Some(2);
         let mut s = Settings::from_args(&args).unwrap_or_else(|e| panic!("test settings: {e}"));
         s.shutdown_grace = Duration::from_secs(5);

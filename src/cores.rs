@@ -37,6 +37,7 @@ const URING_ENTRIES: u32 = 1024;
 const DRAIN_SLACK: Duration = Duration::from_secs(2);
 const CONTROL_CHANNEL: usize = 4096;
 const LEDGER_QUERY_CHANNEL: usize = 256;
+const JOBS_CHANNEL: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -67,6 +68,7 @@ pub struct Gateway {
     workers: Vec<JoinHandle<()>>,
     ledger: Option<JoinHandle<Result<(), LedgerError>>>,
     control: Option<JoinHandle<()>>,
+    jobs: Option<JoinHandle<()>>,
 }
 
 /// Triggers a graceful shutdown from anywhere (signal thread, tests).
@@ -97,7 +99,8 @@ impl Gateway {
                 }
             }
         }
-        let tls = if settings.upstream.tls {
+        // One client TLS configuration serves the upstream (workers) and the OAuth issuer (jobs).
+        let tls = if settings.upstream.tls || settings.auth_base.tls {
             Some(crate::upstream::tls::client_config(
                 settings.upstream_ca_file.as_deref(),
             )?)
@@ -130,7 +133,16 @@ impl Gateway {
 
         let ledger = Ledger::open(store.clone(), shared.settings.ledger_flush_interval)?;
         let ledger = ledger::spawn(ledger, ledger_rx, query_rx).map_err(StartError::Thread)?;
-        let control = Control::load(store, Arc::clone(&shared))?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(JOBS_CHANNEL);
+        let jobs = control::jobs::spawn(
+            shared.settings.upstream.clone(),
+            shared.settings.auth_base.clone(),
+            shared.tls.clone(),
+            jobs_rx,
+            shared.control_tx.clone(),
+        )
+        .map_err(StartError::Thread)?;
+        let control = Control::load(store, Arc::clone(&shared))?.with_jobs(jobs_tx);
         let control = control::spawn(control, control_rx).map_err(StartError::Thread)?;
 
         let mut listeners = Vec::with_capacity(workers_n);
@@ -171,6 +183,7 @@ impl Gateway {
             workers,
             ledger: Some(ledger),
             control: Some(control),
+            jobs: Some(jobs),
         })
     }
 
@@ -201,6 +214,11 @@ impl Gateway {
         let ledger_res = self.ledger.take().map(|h| h.join());
         let _ = self.shared.control_tx.send(ControlMsg::Shutdown);
         if let Some(h) = self.control.take() {
+            let _ = h.join();
+        }
+        // The jobs thread ends once the control thread (its only job sender) is gone; a job in
+        // flight finishes within its timeout.
+        if let Some(h) = self.jobs.take() {
             let _ = h.join();
         }
         match ledger_res {

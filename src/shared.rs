@@ -25,6 +25,7 @@ pub struct Shared {
     pub accounts: ArcSwap<AccountsSnapshot>,
     /// Resolved upstream addresses; refreshed by the control thread (DNS never runs on a worker).
     pub upstream_addrs: ArcSwap<Vec<SocketAddr>>,
+    /// Client TLS for the upstream and the OAuth issuer (whichever is https).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub ledger_tx: Sender<Box<UsageEvent>>,
     pub ledger_queries: Sender<LedgerQuery>,

@@ -42,6 +42,8 @@ pub struct Store {
     pub accounts: sled::Tree,
     pub requests: sled::Tree,
     pub usage_totals: sled::Tree,
+    /// Run-time settings the owner changed (strategy), and the last known quota per account.
+    pub settings: sled::Tree,
     pub sealer: Sealer,
     pub dir: PathBuf,
 }
@@ -86,6 +88,7 @@ impl Store {
             accounts: db.open_tree("accounts")?,
             requests: db.open_tree("requests")?,
             usage_totals: db.open_tree("usage_totals")?,
+            settings: db.open_tree("settings")?,
             sealer: Sealer::load_or_create(&dir.join("secret.key"))?,
             db,
             dir: dir.to_path_buf(),

@@ -5,7 +5,9 @@
 //! an `.await`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
@@ -22,6 +24,8 @@ pub struct Worker {
     pub pool: RefCell<Pool>,
     pub accounts: RefCell<CoreAccounts>,
     pub models: RefCell<ModelsCache>,
+    /// Last quota reading sent to the control thread per account (time, max used percent).
+    pub quota_sent: RefCell<HashMap<Arc<str>, (Instant, f64)>>,
     pub open_connections: Cell<usize>,
     pub in_flight: Cell<usize>,
     next_request: Cell<u64>,
@@ -35,8 +39,9 @@ impl Worker {
             shared,
             metrics,
             pool: RefCell::new(Pool::default()),
-            accounts: RefCell::new(CoreAccounts::default()),
+            accounts: RefCell::new(CoreAccounts::new(index as u64)),
             models: RefCell::new(ModelsCache::default()),
+            quota_sent: RefCell::new(HashMap::new()),
             open_connections: Cell::new(0),
             in_flight: Cell::new(0),
             next_request: Cell::new(0),

@@ -41,7 +41,8 @@ fn survives_failure_on_one_account(status: u16) -> Env {
     let env = Env::start(2);
     let failing = account_ids(&env)[0].clone();
     env.mock.fail_next(&failing, status, 1);
-    for _ in 0..4 {
+    // Conversations spread over both accounts: within 20 the failing one is chosen.
+    for _ in 0..20 {
         let reply = env.turn(&turn_body("failover"), &[]);
         assert_eq!(reply.status, 200, "{status}: {}", reply.text());
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod quota;
 pub mod registry;
 pub mod sealing;
 pub mod selection;
+pub mod strategy;
 
 use std::sync::Arc;
 
@@ -19,12 +20,42 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Active,
+    /// Taken out of rotation by the owner.
     Paused,
+    /// The refresh token was refused for good: someone must sign in again.
     ReauthRequired,
+    /// The upstream says the account is gone or has no Codex access.
+    Deactivated,
 }
 
-/// An account as stored and as the admin API shows it. Tokens are kept apart, sealed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The owner's say in which accounts take traffic first. Strategies work within one tier:
+/// `burn_first` accounts are used before `normal` ones, `preserve` ones only when no other can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    BurnFirst,
+    #[default]
+    Normal,
+    Preserve,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "burn_first" => Ok(Priority::BurnFirst),
+            "normal" => Ok(Priority::Normal),
+            "preserve" => Ok(Priority::Preserve),
+            other => Err(format!(
+                "unknown priority {other:?} (burn_first, normal, preserve)"
+            )),
+        }
+    }
+}
+
+/// An account as stored and as the admin API shows it. Tokens are kept apart, sealed. Fields
+/// added after the first release carry `serde(default)` so older records still read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountRecord {
     pub id: String,
     pub chatgpt_account_id: String,
@@ -36,6 +67,20 @@ pub struct AccountRecord {
     pub updated_at: u64,
     pub access_expires_at: Option<u64>,
     pub last_refresh: Option<String>,
+    /// Unix seconds of the last import or successful token refresh.
+    #[serde(default)]
+    pub last_refresh_at: Option<u64>,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Stop routing here once the 5 h window is this full (percent).
+    #[serde(default)]
+    pub cap_primary_percent: Option<f64>,
+    /// Stop routing here once the weekly window is this full (percent).
+    #[serde(default)]
+    pub cap_secondary_percent: Option<f64>,
+    /// Why the account is not active, when it is not.
+    #[serde(default)]
+    pub status_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +96,7 @@ pub struct Tokens {
 pub enum BlockReason {
     /// The upstream answered 429 usage_limit_reached; usable again at the window reset.
     UsageLimit,
-    /// The upstream refused the token (401/403); token refresh lands in a later release.
+    /// The upstream refused the token (401/403) and a refresh did not help yet.
     AuthFailed,
 }
 
@@ -73,11 +118,30 @@ pub struct AccountView {
     /// `ChatGPT-Account-ID` value; `None` for synthetic ids the upstream would reject.
     pub account_header: Option<Bytes>,
     pub block: Option<Block>,
+    pub priority: Priority,
+    pub quota: quota::QuotaReading,
+    pub cap_primary_percent: Option<f64>,
+    pub cap_secondary_percent: Option<f64>,
 }
 
 impl AccountView {
     pub fn blocked_at(&self, now_unix: u64) -> Option<Block> {
         self.block.filter(|b| b.until_unix > now_unix)
+    }
+
+    /// At or past one of the owner's caps on window usage.
+    pub fn over_cap(&self) -> bool {
+        let over = |w: Option<quota::Window>, cap: Option<f64>| match (w, cap) {
+            (Some(w), Some(cap)) => w.used_percent >= cap,
+            _ => false,
+        };
+        over(self.quota.primary, self.cap_primary_percent)
+            || over(self.quota.secondary, self.cap_secondary_percent)
+    }
+
+    /// Percent left in the tighter window (100 when nothing is known yet).
+    pub fn headroom(&self) -> f64 {
+        100.0 - self.quota.max_used().unwrap_or(0.0)
     }
 }
 
@@ -86,6 +150,9 @@ impl AccountView {
 pub struct AccountsSnapshot {
     pub version: u64,
     pub accounts: Vec<Arc<AccountView>>,
+    pub strategy: strategy::Strategy,
+    /// In-flight requests one worker may have on one account (0: no cap).
+    pub slots_per_worker: u32,
 }
 
 impl AccountsSnapshot {

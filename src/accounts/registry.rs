@@ -53,6 +53,15 @@ pub fn import(store: &Store, body: &[u8]) -> Result<(AccountRecord, Tokens, bool
         updated_at: now,
         access_expires_at: auth.access_expires_at,
         last_refresh: auth.last_refresh,
+        // A fresh file is a fresh sign-in; the owner's routing choices survive a re-import.
+        last_refresh_at: Some(now),
+        priority: existing
+            .as_ref()
+            .map(|(r, _)| r.priority)
+            .unwrap_or_default(),
+        cap_primary_percent: existing.as_ref().and_then(|(r, _)| r.cap_primary_percent),
+        cap_secondary_percent: existing.as_ref().and_then(|(r, _)| r.cap_secondary_percent),
+        status_reason: None,
     };
     let tokens = Tokens {
         access_token: auth.access_token,

@@ -1,23 +1,56 @@
-//! Per-worker account choice: least in-flight among the accounts that are active, not blocked for
-//! the whole pool and not cooling down on this worker, rotating among ties.
+//! Per-worker account choice. Among the accounts that can take the request now (active, not
+//! blocked pool-wide, not cooling down on this worker, under the owner's caps, with a free
+//! in-flight slot), take the best priority tier, then let the strategy decide: ordered strategies
+//! take the first account in their order; a request with a sticky key (its conversation) goes to
+//! the rendezvous winner for that key, so every worker sends a conversation to the same account
+//! without talking to the others; anything else is spread by weight.
 //!
-//! All state here is the worker's own (no atomics, no locks): in-flight counts and short local
-//! cool-downs after transient upstream failures. Pool-wide blocks (usage limit, auth failure)
-//! arrive in the snapshot from the control thread.
+//! All state here is the worker's own (no atomics, no locks). Slots are kept in snapshot order,
+//! so a pick is one pass over a vector.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::strategy::{hash_str, mix, rendezvous_score, Strategy};
 use super::{AccountStatus, AccountView, AccountsSnapshot, BlockReason};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slot {
+    id: Arc<str>,
+    hash: u64,
     in_flight: u32,
     cooldown_until: Option<Instant>,
     /// Set when the cool-down is a usage limit: the window reset, unix seconds. Lets this worker
     /// answer "pool exhausted" before the control thread's snapshot arrives.
     usage_reset: Option<u64>,
+}
+
+impl Slot {
+    fn new(id: &Arc<str>) -> Slot {
+        Slot {
+            id: Arc::clone(id),
+            hash: hash_str(id),
+            in_flight: 0,
+            cooldown_until: None,
+            usage_reset: None,
+        }
+    }
+
+    fn cooling(&self, now: Instant) -> bool {
+        self.cooldown_until.is_some_and(|t| t > now)
+    }
+}
+
+/// What the request asks of the choice.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PickRequest<'a> {
+    /// Accounts this request already tried.
+    pub excluded: &'a [Arc<str>],
+    /// Hash of the conversation key (`prompt_cache_key`, else the session id header).
+    pub sticky_key: Option<u64>,
+    /// The account that must serve the request (it issued the turn state being replayed).
+    pub pinned: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -29,113 +62,249 @@ pub enum Pick {
     AllUsageLimited {
         resets_at: u64,
     },
+    /// Every usable account is at one of the owner's usage caps.
+    AllCapped,
+    /// Every usable account has all of this worker's in-flight slots taken.
+    AllBusy,
+    /// The account a replayed turn belongs to cannot serve it now.
+    PinnedUnavailable,
     /// Accounts exist but none can take this request now (tried already, cooling down, auth).
     NoneAvailable,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CoreAccounts {
-    slots: HashMap<Arc<str>, Slot>,
-    rotation: usize,
+    slots: Vec<Slot>,
     seen_version: u64,
+    rotation: usize,
+    rng: u64,
+}
+
+impl Default for CoreAccounts {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl CoreAccounts {
+    pub fn new(seed: u64) -> Self {
+        CoreAccounts {
+            slots: Vec::new(),
+            seen_version: u64::MAX,
+            rotation: 0,
+            rng: mix(seed ^ 0x9e37_79b9_7f4a_7c15) | 1,
+        }
+    }
+
+    /// Realigns the slots with a new snapshot, keeping each account's counters.
+    fn sync(&mut self, snap: &AccountsSnapshot) {
+        if snap.version == self.seen_version && self.slots.len() == snap.accounts.len() {
+            return;
+        }
+        let mut old: HashMap<Arc<str>, Slot> = self
+            .slots
+            .drain(..)
+            .map(|s| (Arc::clone(&s.id), s))
+            .collect();
+        self.slots = snap
+            .accounts
+            .iter()
+            .map(|a| old.remove(&a.id).unwrap_or_else(|| Slot::new(&a.id)))
+            .collect();
+        self.seen_version = snap.version;
+    }
+
+    fn next_random(&mut self) -> f64 {
+        // xorshift64: fast and good enough to spread load.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        ((self.rng >> 11) as f64) / (1u64 << 53) as f64
+    }
+
     pub fn pick(
         &mut self,
         snap: &AccountsSnapshot,
-        excluded: &[Arc<str>],
+        req: PickRequest<'_>,
         now: Instant,
         now_unix: u64,
     ) -> Pick {
-        if snap.version != self.seen_version {
-            self.slots.retain(|id, _| snap.find(id).is_some());
-            self.seen_version = snap.version;
+        self.sync(snap);
+        let cap = snap.slots_per_worker;
+        let usable = |a: &AccountView, s: &Slot| {
+            a.status == AccountStatus::Active
+                && !req.excluded.contains(&a.id)
+                && a.blocked_at(now_unix).is_none()
+                && !s.cooling(now)
+        };
+        let eligible = |a: &AccountView, s: &Slot| {
+            usable(a, s) && !a.over_cap() && (cap == 0 || s.in_flight < cap)
+        };
+
+        if let Some(pinned) = req.pinned {
+            return match snap
+                .accounts
+                .iter()
+                .zip(&self.slots)
+                .find(|(a, _)| &*a.id == pinned)
+            {
+                Some((a, s)) if eligible(a, s) => Pick::Account(Arc::clone(a)),
+                _ => Pick::PinnedUnavailable,
+            };
         }
-        let active: Vec<&Arc<AccountView>> = snap
+
+        let tier = snap
             .accounts
             .iter()
-            .filter(|a| a.status == AccountStatus::Active)
+            .zip(&self.slots)
+            .filter(|(a, s)| eligible(a, s))
+            .map(|(a, _)| a.priority)
+            .min();
+        if let Some(tier) = tier {
+            let in_tier = |i: &usize| snap.accounts.get(*i).is_some_and(|a| a.priority == tier);
+            let candidates: Vec<usize> = (0..snap.accounts.len())
+                .filter(|i| {
+                    in_tier(i)
+                        && matches!((snap.accounts.get(*i), self.slots.get(*i)), (Some(a), Some(s)) if eligible(a, s))
+                })
+                .collect();
+            let chosen = self.choose(snap, &candidates, req.sticky_key);
+            if let Some(a) = chosen.and_then(|i| snap.accounts.get(i)) {
+                return Pick::Account(Arc::clone(a));
+            }
+        }
+
+        // Nobody can take it: say why, most specific first.
+        let active: Vec<(&Arc<AccountView>, &Slot)> = snap
+            .accounts
+            .iter()
+            .zip(&self.slots)
+            .filter(|(a, _)| a.status == AccountStatus::Active)
             .collect();
         if active.is_empty() {
             return Pick::NoAccounts;
         }
-        let n = active.len();
-        self.rotation = self.rotation.wrapping_add(1);
-        let mut best: Option<(&Arc<AccountView>, u32)> = None;
-        for k in 0..n {
-            let Some(acct) = active.get((self.rotation + k) % n) else {
-                continue;
-            };
-            if excluded.contains(&acct.id) || acct.blocked_at(now_unix).is_some() {
-                continue;
-            }
-            let slot = self.slots.get(&acct.id);
-            if slot.and_then(|s| s.cooldown_until).is_some_and(|t| t > now) {
-                continue;
-            }
-            let load = slot.map_or(0, |s| s.in_flight);
-            if best.is_none_or(|(_, b)| load < b) {
-                best = Some((acct, load));
-            }
-        }
-        if let Some((acct, _)) = best {
-            return Pick::Account(Arc::clone(acct));
-        }
         let limited: Vec<u64> = active
             .iter()
-            .filter_map(|a| {
+            .filter_map(|(a, s)| {
                 let pool = a
                     .blocked_at(now_unix)
                     .filter(|b| b.reason == BlockReason::UsageLimit)
                     .map(|b| b.until_unix);
-                let local = self
-                    .slots
-                    .get(&a.id)
-                    .filter(|s| s.cooldown_until.is_some_and(|t| t > now))
-                    .and_then(|s| s.usage_reset);
+                let local = s.usage_reset.filter(|_| s.cooling(now));
                 pool.or(local)
             })
             .collect();
-        if limited.len() == n {
+        if limited.len() == active.len() {
             return Pick::AllUsageLimited {
                 resets_at: limited.into_iter().min().unwrap_or(now_unix),
             };
         }
+        let usable_now: Vec<&(&Arc<AccountView>, &Slot)> =
+            active.iter().filter(|(a, s)| usable(a, s)).collect();
+        if !usable_now.is_empty() && usable_now.iter().all(|(a, _)| a.over_cap()) {
+            return Pick::AllCapped;
+        }
+        if !usable_now.is_empty() {
+            return Pick::AllBusy;
+        }
         Pick::NoneAvailable
     }
 
+    fn choose(
+        &mut self,
+        snap: &AccountsSnapshot,
+        candidates: &[usize],
+        sticky_key: Option<u64>,
+    ) -> Option<usize> {
+        let strategy = snap.strategy;
+        let account = |i: usize| snap.accounts.get(i);
+        if strategy.is_ordered() {
+            return candidates
+                .iter()
+                .copied()
+                .min_by_key(|&i| account(i).map(|a| strategy.order_key(a, i)));
+        }
+        if let Some(key) = sticky_key {
+            return candidates.iter().copied().max_by(|&i, &j| {
+                let score = |k: usize| {
+                    let w = account(k).map_or(1.0, |a| strategy.weight(a));
+                    rendezvous_score(key, self.slots.get(k).map_or(0, |s| s.hash), w)
+                };
+                score(i).total_cmp(&score(j))
+            });
+        }
+        match strategy {
+            Strategy::RoundRobin => {
+                self.rotation = self.rotation.wrapping_add(1);
+                candidates
+                    .get(self.rotation % candidates.len().max(1))
+                    .copied()
+            }
+            _ => {
+                // Weighted by headroom, discounted by what this worker already has in flight there.
+                let weights: Vec<f64> = candidates
+                    .iter()
+                    .map(|&i| {
+                        let w = account(i).map_or(1.0, |a| strategy.weight(a));
+                        w / (1.0 + f64::from(self.slots.get(i).map_or(0, |s| s.in_flight)))
+                    })
+                    .collect();
+                let total: f64 = weights.iter().sum();
+                let mut r = self.next_random() * total;
+                for (k, w) in weights.iter().enumerate() {
+                    if r < *w {
+                        return candidates.get(k).copied();
+                    }
+                    r -= w;
+                }
+                candidates.last().copied()
+            }
+        }
+    }
+
+    fn slot_mut(&mut self, id: &str) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| &*s.id == id)
+    }
+
     pub fn begin(&mut self, id: &Arc<str>) {
-        self.slots.entry(Arc::clone(id)).or_default().in_flight += 1;
+        if let Some(s) = self.slot_mut(id) {
+            s.in_flight += 1;
+        }
     }
 
     pub fn end(&mut self, id: &Arc<str>) {
-        if let Some(s) = self.slots.get_mut(id) {
+        if let Some(s) = self.slot_mut(id) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
     }
 
     /// Keeps this worker off an account until `until`; `usage_reset` marks a usage limit.
     pub fn cool_down(&mut self, id: &Arc<str>, until: Instant, usage_reset: Option<u64>) {
-        let slot = self.slots.entry(Arc::clone(id)).or_default();
-        slot.cooldown_until = Some(until);
-        slot.usage_reset = usage_reset;
+        if let Some(s) = self.slot_mut(id) {
+            s.cooldown_until = Some(until);
+            s.usage_reset = usage_reset;
+        }
     }
 
     pub fn in_flight(&self, id: &str) -> u32 {
-        self.slots.get(id).map_or(0, |s| s.in_flight)
+        self.slots
+            .iter()
+            .find(|s| &*s.id == id)
+            .map_or(0, |s| s.in_flight)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::Block;
+    use crate::accounts::quota::{QuotaReading, Window};
+    use crate::accounts::{Block, Priority};
     use bytes::Bytes;
     use std::time::Duration;
 
-    fn view(id: &str, block: Option<Block>) -> Arc<AccountView> {
-        Arc::new(AccountView {
+    fn view(id: &str, used: f64, block: Option<Block>) -> AccountView {
+        AccountView {
             id: Arc::from(id),
             email: None,
             plan: None,
@@ -143,13 +312,27 @@ mod tests {
             authorization: Bytes::from_static(b"Bearer x"),
             account_header: None,
             block,
-        })
+            priority: Priority::Normal,
+            quota: QuotaReading {
+                primary: Some(Window {
+                    used_percent: used,
+                    window_minutes: Some(300),
+                    reset_at: None,
+                }),
+                secondary: None,
+                plan_type: None,
+            },
+            cap_primary_percent: None,
+            cap_secondary_percent: None,
+        }
     }
 
-    fn snap(accounts: Vec<Arc<AccountView>>) -> AccountsSnapshot {
+    fn snap(strategy: Strategy, accounts: Vec<AccountView>) -> AccountsSnapshot {
         AccountsSnapshot {
             version: 1,
-            accounts,
+            accounts: accounts.into_iter().map(Arc::new).collect(),
+            strategy,
+            slots_per_worker: 0,
         }
     }
 
@@ -160,19 +343,207 @@ mod tests {
         }
     }
 
-    #[test]
-    fn spreads_by_in_flight_and_respects_exclusions() {
-        let s = snap(vec![view("a", None), view("b", None)]);
-        let mut c = CoreAccounts::default();
+    fn counts(
+        c: &mut CoreAccounts,
+        s: &AccountsSnapshot,
+        n: usize,
+        keyed: bool,
+    ) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
         let now = Instant::now();
-        let first = picked(c.pick(&s, &[], now, 100));
-        c.begin(&Arc::from(first.as_str()));
-        let second = picked(c.pick(&s, &[], now, 100));
-        assert_ne!(first, second);
-        let excluded = [Arc::<str>::from(second.as_str())];
-        assert_eq!(picked(c.pick(&s, &excluded, now, 100)), first);
-        let both = [Arc::<str>::from("a"), Arc::<str>::from("b")];
-        assert!(matches!(c.pick(&s, &both, now, 100), Pick::NoneAvailable));
+        for k in 0..n {
+            let req = PickRequest {
+                sticky_key: keyed.then(|| mix(k as u64)),
+                ..Default::default()
+            };
+            *out.entry(picked(c.pick(s, req, now, 100))).or_default() += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn capacity_weighted_prefers_headroom_and_respects_caps() {
+        let mut capped = view("c", 95.0, None);
+        capped.cap_primary_percent = Some(90.0);
+        let s = snap(
+            Strategy::CapacityWeighted,
+            vec![view("a", 10.0, None), view("b", 50.0, None), capped],
+        );
+        let mut c = CoreAccounts::new(7);
+        for keyed in [false, true] {
+            let n = counts(&mut c, &s, 3000, keyed);
+            assert_eq!(n.get("c"), None, "capped account chosen: {n:?}");
+            assert!(n["a"] > n["b"] && n["b"] > 500, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn round_robin_is_even_and_fill_first_drains_in_order() {
+        let s = snap(
+            Strategy::RoundRobin,
+            vec![
+                view("a", 10.0, None),
+                view("b", 50.0, None),
+                view("c", 0.0, None),
+            ],
+        );
+        let n = counts(&mut CoreAccounts::new(1), &s, 300, false);
+        assert!(n.values().all(|v| *v == 100), "{n:?}");
+        let s = snap(
+            Strategy::FillFirst,
+            vec![view("a", 10.0, None), view("b", 0.0, None)],
+        );
+        assert_eq!(counts(&mut CoreAccounts::new(1), &s, 50, true)["a"], 50);
+        let s = snap(Strategy::ResetFirst, {
+            let mut a = view("a", 10.0, None);
+            let mut b = view("b", 10.0, None);
+            a.quota.primary = Some(Window {
+                used_percent: 10.0,
+                window_minutes: Some(300),
+                reset_at: Some(900),
+            });
+            b.quota.primary = Some(Window {
+                used_percent: 10.0,
+                window_minutes: Some(300),
+                reset_at: Some(500),
+            });
+            vec![a, b]
+        });
+        assert_eq!(counts(&mut CoreAccounts::new(1), &s, 10, false)["b"], 10);
+    }
+
+    #[test]
+    fn a_conversation_stays_put_and_moves_once_when_its_account_is_excluded() {
+        let s = snap(
+            Strategy::CapacityWeighted,
+            vec![
+                view("a", 10.0, None),
+                view("b", 12.0, None),
+                view("c", 14.0, None),
+            ],
+        );
+        let mut c = CoreAccounts::new(3);
+        let key = Some(hash_str("conversation-1"));
+        let now = Instant::now();
+        let first = picked(c.pick(
+            &s,
+            PickRequest {
+                sticky_key: key,
+                ..Default::default()
+            },
+            now,
+            100,
+        ));
+        for _ in 0..20 {
+            assert_eq!(
+                picked(c.pick(
+                    &s,
+                    PickRequest {
+                        sticky_key: key,
+                        ..Default::default()
+                    },
+                    now,
+                    100
+                )),
+                first
+            );
+        }
+        // Another worker (fresh state) agrees.
+        assert_eq!(
+            picked(CoreAccounts::new(99).pick(
+                &s,
+                PickRequest {
+                    sticky_key: key,
+                    ..Default::default()
+                },
+                now,
+                100
+            )),
+            first
+        );
+        let gone = [Arc::<str>::from(first.as_str())];
+        let second = picked(c.pick(
+            &s,
+            PickRequest {
+                sticky_key: key,
+                excluded: &gone,
+                pinned: None,
+            },
+            now,
+            100,
+        ));
+        assert_ne!(second, first);
+        for _ in 0..10 {
+            assert_eq!(
+                picked(c.pick(
+                    &s,
+                    PickRequest {
+                        sticky_key: key,
+                        excluded: &gone,
+                        pinned: None
+                    },
+                    now,
+                    100
+                )),
+                second
+            );
+        }
+    }
+
+    #[test]
+    fn tiers_pins_slots_and_reasons() {
+        let mut burn = view("burn", 80.0, None);
+        burn.priority = Priority::BurnFirst;
+        let mut keep = view("keep", 0.0, None);
+        keep.priority = Priority::Preserve;
+        let mut s = snap(
+            Strategy::CapacityWeighted,
+            vec![keep, view("n", 0.0, None), burn],
+        );
+        let mut c = CoreAccounts::new(5);
+        let now = Instant::now();
+        assert_eq!(picked(c.pick(&s, PickRequest::default(), now, 100)), "burn");
+        let burn_gone = [Arc::<str>::from("burn")];
+        assert_eq!(
+            picked(c.pick(
+                &s,
+                PickRequest {
+                    excluded: &burn_gone,
+                    ..Default::default()
+                },
+                now,
+                100
+            )),
+            "n"
+        );
+        let pinned = PickRequest {
+            pinned: Some("keep"),
+            ..Default::default()
+        };
+        assert_eq!(picked(c.pick(&s, pinned, now, 100)), "keep");
+        assert!(matches!(
+            c.pick(
+                &s,
+                PickRequest {
+                    pinned: Some("nope"),
+                    ..Default::default()
+                },
+                now,
+                100
+            ),
+            Pick::PinnedUnavailable
+        ));
+        // One slot per worker per account: three in flight fill them all.
+        s.slots_per_worker = 1;
+        for id in ["burn", "n", "keep"] {
+            c.begin(&Arc::from(id));
+        }
+        assert!(matches!(
+            c.pick(&s, PickRequest::default(), now, 100),
+            Pick::AllBusy
+        ));
+        c.end(&Arc::from("n"));
+        assert_eq!(picked(c.pick(&s, PickRequest::default(), now, 100)), "n");
     }
 
     #[test]
@@ -183,30 +554,51 @@ mod tests {
                 reason: BlockReason::UsageLimit,
             })
         };
-        let s = snap(vec![view("a", limited(500)), view("b", limited(300))]);
-        let mut c = CoreAccounts::default();
+        let s = snap(
+            Strategy::CapacityWeighted,
+            vec![view("a", 0.0, limited(500)), view("b", 0.0, limited(300))],
+        );
+        let mut c = CoreAccounts::new(1);
         let now = Instant::now();
         assert!(matches!(
-            c.pick(&s, &[], now, 100),
+            c.pick(&s, PickRequest::default(), now, 100),
             Pick::AllUsageLimited { resets_at: 300 }
         ));
-        // Past the reset the account is usable again.
-        assert_eq!(picked(c.pick(&s, &[], now, 400)), "b");
+        assert_eq!(picked(c.pick(&s, PickRequest::default(), now, 400)), "b");
         c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), None);
-        assert!(matches!(c.pick(&s, &[], now, 400), Pick::NoneAvailable));
-        // A local usage-limit cool-down counts as exhausted before the snapshot says so.
+        assert!(matches!(
+            c.pick(&s, PickRequest::default(), now, 400),
+            Pick::NoneAvailable
+        ));
         c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), Some(700));
         assert!(matches!(
-            c.pick(&s, &[], now, 400),
+            c.pick(&s, PickRequest::default(), now, 400),
             Pick::AllUsageLimited { resets_at: 500 }
         ));
         assert_eq!(
-            picked(c.pick(&s, &[], now + Duration::from_secs(6), 400)),
+            picked(c.pick(
+                &s,
+                PickRequest::default(),
+                now + Duration::from_secs(6),
+                400
+            )),
             "b"
         );
+        let empty = snap(Strategy::CapacityWeighted, vec![]);
         assert!(matches!(
-            c.pick(&snap(vec![]), &[], now, 1),
+            c.pick(&empty, PickRequest::default(), now, 1),
             Pick::NoAccounts
+        ));
+        let mut capped = view("x", 95.0, None);
+        capped.cap_primary_percent = Some(90.0);
+        assert!(matches!(
+            CoreAccounts::new(1).pick(
+                &snap(Strategy::RoundRobin, vec![capped]),
+                PickRequest::default(),
+                now,
+                1
+            ),
+            Pick::AllCapped
         ));
     }
 }

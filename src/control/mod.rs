@@ -1,9 +1,13 @@
-//! The control thread: owns the account records, turns worker observations into pool-wide state,
-//! publishes the snapshots workers route with, re-resolves the upstream host, and runs the admin
-//! commands that change accounts.
+//! The control thread: owns the account records and their pool-wide state (quota windows, blocks,
+//! token lifecycle), turns worker observations into that state, publishes the snapshots workers
+//! route with, schedules token refreshes and usage polls on the jobs thread, re-resolves the
+//! upstream host, and runs the admin commands that change accounts or settings.
 //!
 //! It may block (sled, DNS); it never runs on a worker. Workers reach it with `try_send` and wait
 //! for replies by polling, so a slow control thread delays an admin call, never a proxied stream.
+
+pub mod http;
+pub mod jobs;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -13,18 +17,38 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use self::jobs::{Job, JobResult, RefreshOutcome, UsageOutcome};
+use crate::accounts::auth_file::jwt_claims;
+use crate::accounts::quota::QuotaReading;
 use crate::accounts::registry::{self, RegistryError};
+use crate::accounts::strategy::Strategy;
 use crate::accounts::{
-    is_synthetic_account_id, now_unix, AccountRecord, AccountView, AccountsSnapshot, Block,
-    BlockReason, Tokens,
+    is_synthetic_account_id, now_unix, AccountRecord, AccountStatus, AccountView, AccountsSnapshot,
+    Block, BlockReason, Priority, Tokens,
 };
 use crate::config::UpstreamUrl;
 use crate::shared::Shared;
 use crate::store::Store;
 
 const DNS_REFRESH: Duration = Duration::from_secs(60);
+/// How often the loop wakes to publish coalesced quota changes and schedule jobs.
+const TICK: Duration = Duration::from_millis(200);
+/// Refresh an access token this long before its `exp`.
+const REFRESH_MARGIN_SECS: u64 = 300;
+/// Refresh tokens older than this even when the access token looks fine (the CLI's rule).
+const REFRESH_MAX_AGE_SECS: u64 = 8 * 24 * 3600;
+/// After a failed (transient) refresh, wait this long before the next attempt.
+const REFRESH_RETRY: Duration = Duration::from_secs(30);
+/// A 401 within this long after a successful refresh means the new token is refused too.
+const REFRESH_GRACE: Duration = Duration::from_secs(30);
+/// How long an account whose token is refused even after a refresh stays out of rotation.
+const AUTH_BLOCK_SECS: u64 = 300;
+/// Quota readings are written to sled at most this often (they are re-learned quickly anyway).
+const QUOTA_PERSIST_EVERY: Duration = Duration::from_secs(60);
+const STRATEGY_KEY: &[u8] = b"strategy";
+const QUOTA_PREFIX: &str = "quota/";
 
 /// An account as the admin API lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -33,27 +57,81 @@ pub struct AccountInfo {
     pub record: AccountRecord,
     pub blocked_until: Option<u64>,
     pub block_reason: Option<BlockReason>,
+    pub quota: QuotaReading,
 }
 
 /// What workers learned that every worker must know.
 #[derive(Debug, Clone)]
 pub enum Observation {
-    Blocked { id: Arc<str>, block: Block },
+    Blocked {
+        id: Arc<str>,
+        block: Block,
+    },
+    /// Rate-limit headers or a `codex.rate_limits` event of a reply.
+    Quota {
+        id: Arc<str>,
+        reading: QuotaReading,
+    },
+    /// The upstream refused the account's token (401).
+    AuthFailed {
+        id: Arc<str>,
+    },
 }
+
+/// Owner-set routing preferences of one account; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AccountPatch {
+    pub priority: Option<Priority>,
+    /// A number sets the cap, `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub cap_primary_percent: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub cap_secondary_percent: Option<Option<f64>>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+/// Run-time settings the admin API shows and changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeSettings {
+    pub strategy: Strategy,
+}
+
+type Reply<T> = Sender<Result<T, String>>;
 
 pub enum ControlMsg {
     Import {
         body: Vec<u8>,
-        reply: Sender<Result<(AccountInfo, bool), String>>,
+        reply: Reply<(AccountInfo, bool)>,
     },
     List {
         reply: Sender<Vec<AccountInfo>>,
     },
     Remove {
         id: String,
-        reply: Sender<Result<bool, String>>,
+        reply: Reply<bool>,
+    },
+    SetStatus {
+        id: String,
+        paused: bool,
+        reply: Reply<AccountInfo>,
+    },
+    Patch {
+        id: String,
+        patch: AccountPatch,
+        reply: Reply<AccountInfo>,
+    },
+    GetSettings {
+        reply: Sender<RuntimeSettings>,
+    },
+    SetStrategy {
+        strategy: Strategy,
+        reply: Sender<RuntimeSettings>,
     },
     Observe(Observation),
+    JobDone(JobResult),
     Shutdown,
 }
 
@@ -61,6 +139,51 @@ struct Entry {
     record: AccountRecord,
     tokens: Tokens,
     block: Option<Block>,
+    quota: QuotaReading,
+    refreshing: bool,
+    refresh_wanted: bool,
+    last_refresh_ok: Option<Instant>,
+    next_refresh_try: Option<Instant>,
+    polling: bool,
+    last_poll: Option<Instant>,
+}
+
+impl Entry {
+    fn new(record: AccountRecord, tokens: Tokens) -> Entry {
+        Entry {
+            record,
+            tokens,
+            block: None,
+            quota: QuotaReading::default(),
+            refreshing: false,
+            refresh_wanted: false,
+            last_refresh_ok: None,
+            next_refresh_try: None,
+            polling: false,
+            last_poll: None,
+        }
+    }
+
+    fn needs_refresh(&self, now: u64, at: Instant) -> bool {
+        if self.refreshing
+            || self.record.status != AccountStatus::Active
+            || self.tokens.refresh_token.is_empty()
+        {
+            return false;
+        }
+        if self.next_refresh_try.is_some_and(|t| t > at) {
+            return false;
+        }
+        let expiring = self
+            .record
+            .access_expires_at
+            .is_some_and(|e| e <= now + REFRESH_MARGIN_SECS);
+        let old = self
+            .record
+            .last_refresh_at
+            .is_some_and(|t| t + REFRESH_MAX_AGE_SECS <= now);
+        self.refresh_wanted || expiring || old
+    }
 }
 
 pub struct Control {
@@ -68,36 +191,68 @@ pub struct Control {
     shared: Arc<Shared>,
     entries: BTreeMap<String, Entry>,
     version: u64,
+    strategy: Strategy,
+    dirty: bool,
+    jobs: Option<Sender<Job>>,
+    quota_dirty: bool,
+    last_quota_persist: Instant,
 }
 
 impl Control {
     /// Loads the accounts and publishes the first snapshot (before any worker starts).
     pub fn load(store: Store, shared: Arc<Shared>) -> Result<Control, RegistryError> {
-        let entries = registry::load_all(&store)?
+        let mut entries: BTreeMap<String, Entry> = registry::load_all(&store)?
             .into_iter()
-            .map(|(record, tokens)| {
-                (
-                    record.id.clone(),
-                    Entry {
-                        record,
-                        tokens,
-                        block: None,
-                    },
-                )
-            })
+            .map(|(record, tokens)| (record.id.clone(), Entry::new(record, tokens)))
             .collect();
+        for (id, e) in entries.iter_mut() {
+            if let Ok(Some(v)) = store.settings.get(format!("{QUOTA_PREFIX}{id}")) {
+                e.quota = serde_json::from_slice(&v).unwrap_or_default();
+            }
+        }
+        let stored_strategy = store.settings.get(STRATEGY_KEY)?.and_then(|v| {
+            std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<Strategy>().ok())
+        });
+        // An explicit flag or environment setting wins over what was chosen at run time before.
+        let strategy = shared
+            .settings
+            .strategy
+            .or(stored_strategy)
+            .unwrap_or_default();
         let mut c = Control {
             store,
             shared,
             entries,
             version: 0,
+            strategy,
+            dirty: false,
+            jobs: None,
+            quota_dirty: false,
+            last_quota_persist: Instant::now(),
         };
         c.publish();
         Ok(c)
     }
 
+    /// Connects the jobs thread (refresh, polling); without it those never run.
+    pub fn with_jobs(mut self, jobs: Sender<Job>) -> Control {
+        self.jobs = Some(jobs);
+        self
+    }
+
+    fn slots_per_worker(&self) -> u32 {
+        let cap = self.shared.settings.account_max_streams;
+        if cap == 0 {
+            return 0;
+        }
+        cap.div_ceil(self.shared.settings.workers.max(1)) as u32
+    }
+
     fn publish(&mut self) {
         self.version += 1;
+        self.dirty = false;
         let accounts = self
             .entries
             .values()
@@ -112,12 +267,18 @@ impl Control {
                     account_header: (!is_synthetic_account_id(&r.chatgpt_account_id))
                         .then(|| Bytes::from(r.chatgpt_account_id.clone())),
                     block: e.block,
+                    priority: r.priority,
+                    quota: e.quota.clone(),
+                    cap_primary_percent: r.cap_primary_percent,
+                    cap_secondary_percent: r.cap_secondary_percent,
                 })
             })
             .collect();
         self.shared.accounts.store(Arc::new(AccountsSnapshot {
             version: self.version,
             accounts,
+            strategy: self.strategy,
+            slots_per_worker: self.slots_per_worker(),
         }));
     }
 
@@ -127,25 +288,36 @@ impl Control {
             record: e.record.clone(),
             blocked_until: live.map(|b| b.until_unix),
             block_reason: live.map(|b| b.reason),
+            quota: e.quota.clone(),
         }
+    }
+
+    fn persist(&self, id: &str) -> Result<(), String> {
+        let e = self
+            .entries
+            .get(id)
+            .ok_or_else(|| format!("no account {id}"))?;
+        registry::put(&self.store, &e.record, &e.tokens).map_err(|err| err.to_string())?;
+        self.store.accounts.flush().map_err(|err| err.to_string())?;
+        Ok(())
     }
 
     fn handle(&mut self, msg: ControlMsg) -> bool {
         match msg {
             ControlMsg::Import { body, reply } => {
-                let res = registry::import(&self.store, &body).map(|(record, tokens, created)| {
+                let res = registry::import(&self.store, &body).map_err(|e| e.to_string()).map(|(record, tokens, created)| {
                     let id = record.id.clone();
                     tracing::info!(account = %id, email = ?record.email, created, "account imported");
-                    self.entries.insert(id.clone(), Entry { record, tokens, block: None });
+                    let mut entry = Entry::new(record, tokens);
+                    if let Some(old) = self.entries.remove(&id) {
+                        entry.quota = old.quota;
+                    }
+                    let info = Self::info(&entry);
+                    self.entries.insert(id, entry);
                     self.publish();
-                    let info = self.entries.get(&id).map(Self::info);
                     (info, created)
                 });
-                let _ = reply.send(match res {
-                    Ok((Some(info), created)) => Ok((info, created)),
-                    Ok((None, _)) => Err("account vanished during import".into()),
-                    Err(e) => Err(e.to_string()),
-                });
+                let _ = reply.send(res);
             }
             ControlMsg::List { reply } => {
                 let _ = reply.send(self.entries.values().map(Self::info).collect());
@@ -154,12 +326,107 @@ impl Control {
                 let res = registry::remove(&self.store, &id).map_err(|e| e.to_string());
                 if matches!(res, Ok(true)) {
                     self.entries.remove(&id);
+                    let _ = self.store.settings.remove(format!("{QUOTA_PREFIX}{id}"));
                     self.publish();
                     tracing::info!(account = %id, "account removed");
                 }
                 let _ = reply.send(res);
             }
-            ControlMsg::Observe(Observation::Blocked { id, block }) => {
+            ControlMsg::SetStatus { id, paused, reply } => {
+                let res = self.set_status(&id, paused);
+                let _ = reply.send(res);
+            }
+            ControlMsg::Patch { id, patch, reply } => {
+                let res = self.patch(&id, patch);
+                let _ = reply.send(res);
+            }
+            ControlMsg::GetSettings { reply } => {
+                let _ = reply.send(RuntimeSettings {
+                    strategy: self.strategy,
+                });
+            }
+            ControlMsg::SetStrategy { strategy, reply } => {
+                self.strategy = strategy;
+                if let Err(e) = self
+                    .store
+                    .settings
+                    .insert(STRATEGY_KEY, strategy.as_str().as_bytes())
+                {
+                    tracing::warn!(error = %e, "cannot store the strategy; it applies until restart");
+                }
+                tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
+                self.publish();
+                let _ = reply.send(RuntimeSettings { strategy });
+            }
+            ControlMsg::Observe(obs) => self.observe(obs),
+            ControlMsg::JobDone(result) => self.job_done(result),
+            ControlMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    fn set_status(&mut self, id: &str, paused: bool) -> Result<AccountInfo, String> {
+        let e = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| format!("no account {id}"))?;
+        match (paused, e.record.status) {
+            (true, _) => {
+                e.record.status = AccountStatus::Paused;
+                e.record.status_reason = Some("paused by the owner".into());
+            }
+            (false, AccountStatus::Paused | AccountStatus::Deactivated) => {
+                e.record.status = AccountStatus::Active;
+                e.record.status_reason = None;
+            }
+            (false, AccountStatus::ReauthRequired) => {
+                return Err(format!(
+                    "account {id} needs a new sign-in: import a fresh auth.json"
+                ));
+            }
+            (false, AccountStatus::Active) => {}
+        }
+        e.record.updated_at = now_unix();
+        self.persist(id)?;
+        self.publish();
+        self.entries
+            .get(id)
+            .map(Self::info)
+            .ok_or_else(|| format!("no account {id}"))
+    }
+
+    fn patch(&mut self, id: &str, patch: AccountPatch) -> Result<AccountInfo, String> {
+        let e = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| format!("no account {id}"))?;
+        let valid = |c: Option<f64>| c.is_none_or(|v| (0.0..=100.0).contains(&v));
+        if !valid(patch.cap_primary_percent.flatten())
+            || !valid(patch.cap_secondary_percent.flatten())
+        {
+            return Err("caps are percentages between 0 and 100".into());
+        }
+        if let Some(p) = patch.priority {
+            e.record.priority = p;
+        }
+        if let Some(c) = patch.cap_primary_percent {
+            e.record.cap_primary_percent = c;
+        }
+        if let Some(c) = patch.cap_secondary_percent {
+            e.record.cap_secondary_percent = c;
+        }
+        e.record.updated_at = now_unix();
+        self.persist(id)?;
+        self.publish();
+        self.entries
+            .get(id)
+            .map(Self::info)
+            .ok_or_else(|| format!("no account {id}"))
+    }
+
+    fn observe(&mut self, obs: Observation) {
+        match obs {
+            Observation::Blocked { id, block } => {
                 if let Some(e) = self.entries.get_mut(&*id) {
                     // Keep the later of two blocks: a second worker's report must not shorten it.
                     if e.block
@@ -171,16 +438,195 @@ impl Control {
                     }
                 }
             }
-            ControlMsg::Shutdown => return false,
+            Observation::Quota { id, reading } => self.merge_quota(&id, reading),
+            Observation::AuthFailed { id } => {
+                if let Some(e) = self.entries.get_mut(&*id) {
+                    if e.last_refresh_ok
+                        .is_some_and(|t| t.elapsed() < REFRESH_GRACE)
+                    {
+                        // A fresh token is refused too: keep the account out for a while.
+                        e.block = Some(Block {
+                            until_unix: now_unix() + AUTH_BLOCK_SECS,
+                            reason: BlockReason::AuthFailed,
+                        });
+                        tracing::warn!(account = %id, "token refused right after a refresh; account blocked");
+                        self.publish();
+                    } else if !e.refreshing {
+                        e.refresh_wanted = true;
+                        e.next_refresh_try = None;
+                        self.schedule_jobs();
+                    }
+                }
+            }
         }
-        true
+    }
+
+    /// Takes a new quota reading; a full window blocks the account until it resets, and a window
+    /// with room again lifts a usage-limit block.
+    fn merge_quota(&mut self, id: &str, reading: QuotaReading) {
+        let Some(e) = self.entries.get_mut(id) else {
+            return;
+        };
+        let mut merged = reading;
+        merged.primary = merged.primary.or(e.quota.primary);
+        merged.secondary = merged.secondary.or(e.quota.secondary);
+        merged.plan_type = merged.plan_type.or(e.quota.plan_type.take());
+        let now = now_unix();
+        let full = [merged.primary, merged.secondary]
+            .into_iter()
+            .flatten()
+            .filter(|w| w.used_percent >= 100.0);
+        let full_until = full.filter_map(|w| w.reset_at).max();
+        let mut changed = false;
+        match (full_until, e.block) {
+            (Some(until), b) if b.is_none_or(|b| b.until_unix < until) && until > now => {
+                e.block = Some(Block {
+                    until_unix: until,
+                    reason: BlockReason::UsageLimit,
+                });
+                changed = true;
+            }
+            (None, Some(b)) if b.reason == BlockReason::UsageLimit => {
+                tracing::info!(account = %id, "usage window has room again; account back in rotation");
+                e.block = None;
+                changed = true;
+            }
+            _ => {}
+        }
+        if e.quota != merged {
+            e.quota = merged;
+            self.quota_dirty = true;
+            self.dirty = true;
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn job_done(&mut self, result: JobResult) {
+        match result {
+            JobResult::Refresh { id, outcome } => {
+                let Some(e) = self.entries.get_mut(&id) else {
+                    return;
+                };
+                e.refreshing = false;
+                match outcome {
+                    RefreshOutcome::Refreshed(tokens) => {
+                        e.record.access_expires_at = jwt_claims(&tokens.access_token)
+                            .and_then(|c| c.get("exp").and_then(|v| v.as_u64()));
+                        e.record.last_refresh_at = Some(now_unix());
+                        e.record.updated_at = now_unix();
+                        e.tokens = tokens;
+                        e.refresh_wanted = false;
+                        e.last_refresh_ok = Some(Instant::now());
+                        if e.block.is_some_and(|b| b.reason == BlockReason::AuthFailed) {
+                            e.block = None;
+                        }
+                        // The rotated refresh token is durable before any worker uses the new access token.
+                        if let Err(err) = self.persist(&id) {
+                            tracing::error!(account = %id, error = %err, "refreshed tokens could not be stored");
+                        }
+                        tracing::info!(account = %id, "access token refreshed");
+                        self.publish();
+                    }
+                    RefreshOutcome::Permanent(code) => {
+                        e.record.status = AccountStatus::ReauthRequired;
+                        e.record.status_reason = Some(format!("token refresh refused: {code}"));
+                        e.refresh_wanted = false;
+                        tracing::warn!(account = %id, code, "refresh token refused for good; account needs a new sign-in");
+                        let _ = self.persist(&id);
+                        self.publish();
+                    }
+                    RefreshOutcome::Transient(reason) => {
+                        e.next_refresh_try = Some(Instant::now() + REFRESH_RETRY);
+                        tracing::warn!(account = %id, reason, "token refresh failed; will retry");
+                    }
+                }
+            }
+            JobResult::Usage { id, outcome } => {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.polling = false;
+                }
+                match outcome {
+                    UsageOutcome::Reading(r) => self.merge_quota(&id, r),
+                    UsageOutcome::Unauthorized => self.observe(Observation::AuthFailed {
+                        id: Arc::from(id.as_str()),
+                    }),
+                    UsageOutcome::Deactivated(reason) => {
+                        if let Some(e) = self.entries.get_mut(&id) {
+                            e.record.status = AccountStatus::Deactivated;
+                            e.record.status_reason = Some(reason.clone());
+                            tracing::warn!(account = %id, reason, "account deactivated upstream");
+                            let _ = self.persist(&id);
+                            self.publish();
+                        }
+                    }
+                    UsageOutcome::Transient(reason) => {
+                        tracing::debug!(account = %id, reason, "usage poll failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the refreshes and usage polls that are due, one in flight per account.
+    fn schedule_jobs(&mut self) {
+        let Some(jobs) = self.jobs.clone() else {
+            return;
+        };
+        let now = now_unix();
+        let at = Instant::now();
+        let poll_every = self.shared.settings.usage_poll_interval;
+        for (id, e) in self.entries.iter_mut() {
+            if e.needs_refresh(now, at) {
+                let job = Job::Refresh {
+                    id: id.clone(),
+                    refresh_token: e.tokens.refresh_token.clone(),
+                };
+                if jobs.try_send(job).is_ok() {
+                    e.refreshing = true;
+                }
+            }
+            let poll_due = !poll_every.is_zero()
+                && !e.polling
+                && e.record.status == AccountStatus::Active
+                && e.last_poll.is_none_or(|t| t.elapsed() >= poll_every);
+            if poll_due {
+                let job = Job::PollUsage {
+                    id: id.clone(),
+                    authorization: Bytes::from(format!("Bearer {}", e.tokens.access_token)),
+                    account_header: (!is_synthetic_account_id(&e.record.chatgpt_account_id))
+                        .then(|| Bytes::from(e.record.chatgpt_account_id.clone())),
+                };
+                if jobs.try_send(job).is_ok() {
+                    e.polling = true;
+                    e.last_poll = Some(at);
+                }
+            }
+        }
+    }
+
+    fn persist_quota(&mut self, force: bool) {
+        if !self.quota_dirty || (!force && self.last_quota_persist.elapsed() < QUOTA_PERSIST_EVERY)
+        {
+            return;
+        }
+        for (id, e) in &self.entries {
+            let _ = self.store.settings.insert(
+                format!("{QUOTA_PREFIX}{id}"),
+                serde_json::to_vec(&e.quota).unwrap_or_default(),
+            );
+        }
+        self.quota_dirty = false;
+        self.last_quota_persist = Instant::now();
     }
 
     pub fn run(mut self, rx: Receiver<ControlMsg>) {
         let upstream = self.shared.settings.upstream.clone();
         let mut last_dns = Instant::now();
+        let mut last_tick = Instant::now();
         loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
+            match rx.recv_timeout(TICK) {
                 Ok(msg) => {
                     if !self.handle(msg) {
                         break;
@@ -188,6 +634,14 @@ impl Control {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                if self.dirty {
+                    self.publish();
+                }
+                self.schedule_jobs();
+                self.persist_quota(false);
             }
             if last_dns.elapsed() >= DNS_REFRESH {
                 last_dns = Instant::now();
@@ -198,16 +652,17 @@ impl Control {
                 }
             }
         }
+        self.persist_quota(true);
     }
 }
 
-/// Resolves the upstream host (blocking; control thread and start-up only).
+/// Resolves a host (blocking; control and jobs threads and start-up only).
 pub fn resolve(u: &UpstreamUrl) -> std::io::Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = (u.host.as_str(), u.port).to_socket_addrs()?.collect();
     if addrs.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            "upstream host has no addresses",
+            "host has no addresses",
         ));
     }
     Ok(addrs)

@@ -9,11 +9,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use serde_json::json;
 
 use crate::accounts::{now_unix, AccountStatus};
-use crate::control::ControlMsg;
+use crate::control::{AccountInfo, AccountPatch, ControlMsg, RuntimeSettings};
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
@@ -36,6 +36,11 @@ pub enum AdminRoute {
     AccountsList,
     AccountsImport,
     AccountsRemove,
+    AccountsPause,
+    AccountsResume,
+    AccountsPatch,
+    SettingsGet,
+    SettingsPut,
     UsageSummary,
     Requests,
 }
@@ -43,26 +48,50 @@ pub enum AdminRoute {
 impl AdminRoute {
     /// `None`: not an admin path. `Some(Err)`: an admin path with the wrong method.
     pub fn parse(method: &str, path: &str) -> Option<Result<AdminRoute, ()>> {
-        let r = match (method, path) {
-            ("GET", "/api/accounts") => AdminRoute::AccountsList,
-            ("POST", "/api/accounts/import") => AdminRoute::AccountsImport,
-            ("DELETE", p) if account_id_in(p).is_some() => AdminRoute::AccountsRemove,
-            ("GET", "/api/usage/summary") => AdminRoute::UsageSummary,
-            ("GET", "/api/requests") => AdminRoute::Requests,
+        let action = account_path(path).map(|(_, action)| action);
+        let r = match (method, path, action) {
+            ("GET", "/api/accounts", _) => AdminRoute::AccountsList,
+            ("POST", "/api/accounts/import", _) => AdminRoute::AccountsImport,
+            ("GET", "/api/settings", _) => AdminRoute::SettingsGet,
+            ("PUT", "/api/settings", _) => AdminRoute::SettingsPut,
+            ("GET", "/api/usage/summary", _) => AdminRoute::UsageSummary,
+            ("GET", "/api/requests", _) => AdminRoute::Requests,
+            ("DELETE", _, Some(None)) => AdminRoute::AccountsRemove,
+            ("PATCH", _, Some(None)) => AdminRoute::AccountsPatch,
+            ("POST", _, Some(Some("pause"))) => AdminRoute::AccountsPause,
+            ("POST", _, Some(Some("resume"))) => AdminRoute::AccountsResume,
             (
                 _,
-                "/api/accounts" | "/api/accounts/import" | "/api/usage/summary" | "/api/requests",
-            ) => return Some(Err(())),
-            (_, p) if account_id_in(p).is_some() => return Some(Err(())),
+                "/api/accounts"
+                | "/api/accounts/import"
+                | "/api/settings"
+                | "/api/usage/summary"
+                | "/api/requests",
+                _,
+            )
+            | (_, _, Some(None | Some("pause" | "resume"))) => return Some(Err(())),
             _ => return None,
         };
         Some(Ok(r))
     }
 }
 
-fn account_id_in(path: &str) -> Option<&str> {
-    path.strip_prefix("/api/accounts/")
-        .filter(|id| !id.is_empty() && !id.contains('/') && *id != "import")
+/// `/api/accounts/{id}` → (id, None); `/api/accounts/{id}/{action}` → (id, Some(action)).
+fn account_path(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/api/accounts/")?;
+    let (id, action) = match rest.split_once('/') {
+        Some((id, action)) => (id, Some(action)),
+        None => (rest, None),
+    };
+    (!id.is_empty() && id != "import" && action.is_none_or(|a| !a.is_empty() && !a.contains('/')))
+        .then_some((id, action))
+}
+
+/// Sends a command to the control thread and waits (without blocking) for its answer.
+async fn ask<T>(w: &Worker, make: impl FnOnce(Sender<T>) -> ControlMsg) -> Option<T> {
+    let (tx, rx) = bounded(1);
+    w.shared.control_tx.try_send(make(tx)).ok()?;
+    await_reply(rx).await
 }
 
 /// Waits for a reply from an off-core thread without blocking the worker.
@@ -171,92 +200,128 @@ pub async fn handle(
             return reply_error(w, client, &err, false).await;
         }
     };
-    let control = &w.shared.control_tx;
-    match route {
-        AdminRoute::AccountsList => {
-            let (tx, rx) = bounded(1);
-            if control.try_send(ControlMsg::List { reply: tx }).is_err() {
-                return reply_error(w, client, &busy(), keep_alive).await;
-            }
-            match await_reply(rx).await {
-                Some(list) => {
-                    json_reply(w, client, 200, json!({ "accounts": list }), keep_alive).await
-                }
-                None => reply_error(w, client, &busy(), keep_alive).await,
-            }
-        }
-        AdminRoute::AccountsImport => {
-            let (tx, rx) = bounded(1);
-            if control
-                .try_send(ControlMsg::Import {
-                    body: body.to_vec(),
-                    reply: tx,
-                })
-                .is_err()
-            {
-                return reply_error(w, client, &busy(), keep_alive).await;
-            }
-            match await_reply(rx).await {
-                Some(Ok((info, created))) => {
-                    let status = if created { 201 } else { 200 };
-                    json_reply(
-                        w,
-                        client,
-                        status,
-                        json!({ "account": info, "created": created }),
-                        keep_alive,
-                    )
-                    .await
-                }
-                Some(Err(msg)) => {
-                    reply_error(
-                        w,
-                        client,
-                        &ApiError::invalid_request("invalid_auth_json", msg),
-                        keep_alive,
-                    )
-                    .await
-                }
-                None => reply_error(w, client, &busy(), keep_alive).await,
-            }
-        }
-        AdminRoute::AccountsRemove => {
-            let id = account_id_in(head.path()).unwrap_or_default().to_string();
-            let (tx, rx) = bounded(1);
-            if control
-                .try_send(ControlMsg::Remove {
+    let id = account_path(head.path())
+        .map(|(id, _)| id.to_string())
+        .unwrap_or_default();
+    let invalid = |code: &str, msg: String| ApiError::invalid_request(code, msg);
+    // Each arm produces the answer: a status and body, or an error envelope.
+    let answer: Result<(u16, serde_json::Value), ApiError> = match route {
+        AdminRoute::AccountsList => ask(w, |reply| ControlMsg::List { reply })
+            .await
+            .map(|list| (200, json!({ "accounts": list })))
+            .ok_or_else(busy),
+        AdminRoute::AccountsImport => match ask(w, |reply| ControlMsg::Import {
+            body: body.to_vec(),
+            reply,
+        })
+        .await
+        {
+            Some(Ok((info, created))) => Ok((
+                if created { 201 } else { 200 },
+                json!({ "account": info, "created": created }),
+            )),
+            Some(Err(msg)) => Err(invalid("invalid_auth_json", msg)),
+            None => Err(busy()),
+        },
+        AdminRoute::AccountsRemove => match ask(w, |reply| ControlMsg::Remove {
+            id: id.clone(),
+            reply,
+        })
+        .await
+        {
+            Some(Ok(true)) => Ok((200, json!({ "removed": id }))),
+            Some(Ok(false)) => Err(not_found(&id)),
+            Some(Err(msg)) => Err(ApiError::new(500, "server_error", "store_error", msg)),
+            None => Err(busy()),
+        },
+        AdminRoute::AccountsPause | AdminRoute::AccountsResume => {
+            let paused = route == AdminRoute::AccountsPause;
+            account_answer(
+                ask(w, |reply| ControlMsg::SetStatus {
                     id: id.clone(),
-                    reply: tx,
+                    paused,
+                    reply,
                 })
-                .is_err()
-            {
-                return reply_error(w, client, &busy(), keep_alive).await;
-            }
-            match await_reply(rx).await {
-                Some(Ok(true)) => {
-                    json_reply(w, client, 200, json!({ "removed": id }), keep_alive).await
-                }
-                Some(Ok(false)) => {
-                    let err = ApiError::new(
-                        404,
-                        "invalid_request_error",
-                        "account_not_found",
-                        format!("no account {id}"),
-                    );
-                    reply_error(w, client, &err, keep_alive).await
-                }
-                Some(Err(msg)) => {
-                    reply_error(
-                        w,
-                        client,
-                        &ApiError::new(500, "server_error", "store_error", msg),
-                        keep_alive,
-                    )
-                    .await
-                }
-                None => reply_error(w, client, &busy(), keep_alive).await,
-            }
+                .await,
+                &id,
+            )
         }
+        AdminRoute::AccountsPatch => match serde_json::from_slice::<AccountPatch>(&body) {
+            Ok(patch) => account_answer(
+                ask(w, |reply| ControlMsg::Patch {
+                    id: id.clone(),
+                    patch,
+                    reply,
+                })
+                .await,
+                &id,
+            ),
+            Err(e) => Err(invalid(
+                "invalid_json",
+                format!("expected {{priority, cap_primary_percent, cap_secondary_percent}}: {e}"),
+            )),
+        },
+        AdminRoute::SettingsGet => ask(w, |reply| ControlMsg::GetSettings { reply })
+            .await
+            .map(|s| (200, json!(s)))
+            .ok_or_else(busy),
+        AdminRoute::SettingsPut => match serde_json::from_slice::<RuntimeSettings>(&body) {
+            Ok(RuntimeSettings { strategy }) => {
+                ask(w, |reply| ControlMsg::SetStrategy { strategy, reply })
+                    .await
+                    .map(|s| (200, json!(s)))
+                    .ok_or_else(busy)
+            }
+            Err(e) => Err(invalid(
+                "invalid_json",
+                format!("expected {{\"strategy\": ...}}: {e}"),
+            )),
+        },
+        AdminRoute::UsageSummary | AdminRoute::Requests => {
+            return usage(w, client, &head, route, keep_alive).await
+        }
+    };
+    match answer {
+        Ok((status, body)) => json_reply(w, client, status, body, keep_alive).await,
+        Err(err) => reply_error(w, client, &err, keep_alive).await,
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "invalid_request_error",
+        "account_not_found",
+        format!("no account {id}"),
+    )
+}
+
+fn account_answer(
+    r: Option<Result<AccountInfo, String>>,
+    id: &str,
+) -> Result<(u16, serde_json::Value), ApiError> {
+    match r {
+        Some(Ok(info)) => Ok((200, json!({ "account": info }))),
+        Some(Err(msg)) if msg.starts_with("no account") => Err(not_found(id)),
+        Some(Err(msg)) => Err(ApiError::new(
+            409,
+            "invalid_request_error",
+            "account_state",
+            msg,
+        )),
+        None => Err(busy()),
+    }
+}
+
+/// Usage questions go to the ledger thread.
+async fn usage(
+    w: &Worker,
+    client: &mut ClientConn,
+    head: &RequestHead,
+    route: AdminRoute,
+    keep_alive: bool,
+) -> bool {
+    match route {
         AdminRoute::UsageSummary => {
             let (tx, rx) = bounded(1);
             if w.shared
@@ -307,5 +372,6 @@ pub async fn handle(
                 None => reply_error(w, client, &busy(), keep_alive).await,
             }
         }
+        _ => reply_error(w, client, &busy(), keep_alive).await,
     }
 }

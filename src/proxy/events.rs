@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::accounts::now_unix;
+use crate::accounts::quota::{self, QuotaReading};
 use crate::http::sse::{EventKind, ScannedEvent};
 use crate::ledger::Outcome;
 
@@ -73,12 +75,14 @@ struct IncompleteDetails {
 }
 
 /// What the stream told us by its end.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamFacts {
     pub terminal: Option<Outcome>,
     pub usage: Option<Usage>,
     pub model: Option<String>,
     pub error_code: Option<String>,
+    /// The last `codex.rate_limits` event of the stream.
+    pub rate_limits: Option<QuotaReading>,
 }
 
 impl StreamFacts {
@@ -105,7 +109,12 @@ impl StreamFacts {
             EventKind::Error => {
                 self.error_code = parsed.and_then(|p| p.code).or(Some("error".into()));
             }
-            EventKind::RateLimits | EventKind::Other => {}
+            EventKind::RateLimits => {
+                if let Some(r) = quota::from_rate_limits_event(&ev.data, now_unix()) {
+                    self.rate_limits = Some(r);
+                }
+            }
+            EventKind::Other => {}
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod events;
 pub mod models;
+pub mod observe;
 pub mod relay;
 pub mod responses;
 

@@ -13,7 +13,7 @@ use super::client::ClientConn;
 use super::responses::account_head;
 use super::{respond, Record};
 use crate::accounts::now_unix;
-use crate::accounts::selection::Pick;
+use crate::accounts::selection::{Pick, PickRequest};
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
 use crate::ledger::Outcome;
@@ -136,11 +136,12 @@ async fn fetch(w: &Worker, version: &str, rec: &mut Record) -> Option<Bytes> {
     let s = &w.shared.settings;
     let account = {
         let snap = w.shared.accounts.load();
-        match w
-            .accounts
-            .borrow_mut()
-            .pick(&snap, &[], Instant::now(), now_unix())
-        {
+        match w.accounts.borrow_mut().pick(
+            &snap,
+            PickRequest::default(),
+            Instant::now(),
+            now_unix(),
+        ) {
             Pick::Account(a) => a,
             _ => return None,
         }

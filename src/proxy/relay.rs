@@ -80,6 +80,7 @@ pub async fn relay(
     w: &Worker,
     client: &mut ClientConn,
     mut ex: Exchange,
+    account: &str,
     client_http11: bool,
     keep_alive: bool,
     started: Instant,
@@ -101,11 +102,22 @@ pub async fn relay(
     };
 
     let mut head = Vec::with_capacity(512);
-    let headers: Vec<(&str, &[u8])> = ex
+    let mut headers: Vec<(&str, &[u8])> = ex
         .head
         .headers()
-        .filter(|(n, _)| forward_response_header(n))
+        .filter(|(n, _)| forward_response_header(n) && !name_eq(n, "x-codex-turn-state"))
         .collect();
+    // The turn state carries the account it belongs to, so a replay can be routed back to it.
+    let turn_state = ex.head.header("x-codex-turn-state").map(|v| {
+        let mut t = Vec::with_capacity(account.len() + 1 + v.len());
+        t.extend_from_slice(account.as_bytes());
+        t.push(b'~');
+        t.extend_from_slice(v);
+        t
+    });
+    if let Some(t) = &turn_state {
+        headers.push(("x-codex-turn-state", t.as_slice()));
+    }
     let framing = if chunked_out {
         OutFraming::Chunked
     } else {

@@ -13,10 +13,13 @@ use serde_json::{json, Value};
 
 use super::client::ClientConn;
 use super::events::{parse_error_body, retry_hint_secs, UpstreamErrorInfo};
+use super::observe;
 use super::relay::{forward_response_header, relay};
 use super::{record, respond, respond_error, Record};
-use crate::accounts::selection::Pick;
-use crate::accounts::{now_unix, AccountView, Block, BlockReason};
+use crate::accounts::quota;
+use crate::accounts::selection::{Pick, PickRequest};
+use crate::accounts::strategy::hash_str;
+use crate::accounts::{now_unix, AccountStatus, AccountView, Block, BlockReason};
 use crate::control::{ControlMsg, Observation};
 use crate::http::error_body::ApiError;
 use crate::http::name_eq;
@@ -59,6 +62,8 @@ struct Fields {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
+    prompt_cache_key: Option<String>,
+    #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     store: Option<bool>,
@@ -95,9 +100,17 @@ impl Fields {
     }
 }
 
+/// The body to forward and the fields routing reads from it.
+#[derive(Debug)]
+struct Prepared {
+    body: Bytes,
+    model: Option<String>,
+    cache_key: Option<String>,
+}
+
 /// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
 /// the upstream would reject them (unsupported fields, `store:true`, `stream` not true).
-fn prepare_body(body: Bytes) -> Result<(Bytes, Option<String>), ApiError> {
+fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
     let fields: Fields = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid_request(
             "invalid_json",
@@ -112,8 +125,13 @@ fn prepare_body(body: Bytes) -> Result<(Bytes, Option<String>), ApiError> {
         )
         .with_param("model"));
     }
+    let cache_key = fields.prompt_cache_key.clone();
     if !fields.needs_rewrite() {
-        return Ok((body, model));
+        return Ok(Prepared {
+            body,
+            model,
+            cache_key,
+        });
     }
     let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid_request(
@@ -128,7 +146,11 @@ fn prepare_body(body: Bytes) -> Result<(Bytes, Option<String>), ApiError> {
     obj.insert("stream".into(), Value::Bool(true));
     let out = serde_json::to_vec(&obj)
         .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?;
-    Ok((Bytes::from(out), model))
+    Ok(Prepared {
+        body: Bytes::from(out),
+        model,
+        cache_key,
+    })
 }
 
 /// Inbound headers never forwarded: our own auth replaces the client's, framing is ours, and
@@ -184,6 +206,15 @@ fn upstream_head_prefix(w: &Worker, head: &RequestHead, body_len: usize) -> Byte
     b.put_slice(b"\r\n");
     for (n, v) in head.headers() {
         if forward_request_header(n) {
+            // The upstream gets back exactly the turn state it issued, without our prefix.
+            let v = match std::str::from_utf8(v)
+                .ok()
+                .filter(|_| name_eq(n, "x-codex-turn-state"))
+                .and_then(split_turn_state)
+            {
+                Some((_, upstream_value)) => upstream_value.as_bytes(),
+                None => v,
+            };
             b.put_slice(n.as_bytes());
             b.put_slice(b": ");
             b.put_slice(v);
@@ -296,6 +327,64 @@ struct LastReply {
     body: Bytes,
 }
 
+/// Where a turn must go and which conversation it belongs to, read from the request.
+struct Routing {
+    sticky_key: Option<u64>,
+    /// The account that issued the turn state being replayed (from our prefix on it).
+    pinned: Option<String>,
+}
+
+fn routing(head: &RequestHead, cache_key: Option<&str>) -> Routing {
+    let session = || {
+        head.header_str("session-id")
+            .or_else(|| head.header_str("session_id"))
+    };
+    let sticky_key = cache_key
+        .filter(|k| !k.is_empty())
+        .or_else(session)
+        .map(hash_str);
+    let pinned = head
+        .header_str("x-codex-turn-state")
+        .and_then(split_turn_state)
+        .map(|(id, _)| id.to_string());
+    Routing { sticky_key, pinned }
+}
+
+/// Our turn-state values are `<account id>~<upstream value>`: the account travels with the token,
+/// so any worker can route a replayed turn without shared state.
+pub fn split_turn_state(v: &str) -> Option<(&str, &str)> {
+    v.split_once('~')
+        .filter(|(id, _)| id.starts_with("acc_") && !id.is_empty())
+}
+
+/// How long a request waits for a token refresh another part of the gateway started.
+const REFRESH_WAIT: Duration = Duration::from_secs(10);
+/// How long a request waits for an in-flight slot when every account is at its stream cap.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(10);
+
+/// After a 401: asks the control thread for a refresh and waits until the account's token
+/// changes (refreshed) or it leaves rotation. Returns true when the request may try again.
+async fn await_refresh(w: &Worker, account: &AccountView) -> bool {
+    observe::auth_failed(w, &account.id);
+    let deadline = Instant::now() + REFRESH_WAIT;
+    while Instant::now() < deadline {
+        monoio::time::sleep(POLL).await;
+        let snap = w.shared.accounts.load();
+        match snap.find(&account.id) {
+            Some(a) if a.authorization != account.authorization => {
+                return a.status == AccountStatus::Active
+            }
+            Some(a) if a.status != AccountStatus::Active || a.blocked_at(now_unix()).is_some() => {
+                return false
+            }
+            None => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
 pub async fn handle(
     w: &Rc<Worker>,
     client: &mut ClientConn,
@@ -317,24 +406,22 @@ pub async fn handle(
         }
     };
     rec.request_bytes = body.len() as u64;
-    let (body, model) = match prepare_body(body) {
+    let prepared = match prepare_body(body) {
         Ok(x) => x,
         Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
     };
-    rec.model = model;
+    let route = routing(&head, prepared.cache_key.as_deref());
+    let body = prepared.body;
+    rec.model = prepared.model;
     let prefix = upstream_head_prefix(w, &head, body.len());
     let mut excluded: Vec<Arc<str>> = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
     let mut last_reply: Option<LastReply> = None;
     let mut last_transport: Option<String> = None;
+    let mut refreshed: Vec<Arc<str>> = Vec::new();
 
     loop {
-        let pick = {
-            let snap = w.shared.accounts.load();
-            w.accounts
-                .borrow_mut()
-                .pick(&snap, &excluded, Instant::now(), now_unix())
-        };
+        let pick = pick_account(w, &route, &excluded).await;
         let account = match pick {
             Pick::Account(a) => a,
             other => {
@@ -394,8 +481,11 @@ pub async fn handle(
                 continue;
             }
         };
+        if let Some(reading) = quota::from_headers(ex.head.headers(), now_unix()) {
+            observe::quota(w, &account.id, reading);
+        }
         if (200..300).contains(&ex.head.status) {
-            return relay_success(w, client, ex, &head, keep_alive, rec).await;
+            return relay_success(w, client, ex, &head, &account.id, keep_alive, rec).await;
         }
         let Exchange {
             mut conn,
@@ -432,6 +522,15 @@ pub async fn handle(
             };
             return relay_error_reply(w, client, reply, keep_alive, rec).await;
         };
+        // A refused token is refreshed once and the same account tried again.
+        if status == 401 && !refreshed.contains(&account.id) {
+            refreshed.push(Arc::clone(&account.id));
+            tracing::info!(account = %account.id, "upstream refused the token; waiting for a refresh");
+            if await_refresh(w, &account).await {
+                rec.attempts -= 1;
+                continue;
+            }
+        }
         tracing::info!(account = %account.id, status, code = ?info.code, ?failure, "upstream refused; failing over");
         apply_failure(w, &account.id, &failure, now);
         failures.push(failure);
@@ -440,7 +539,7 @@ pub async fn handle(
             body: err_body,
         });
         excluded.push(Arc::clone(&account.id));
-        if rec.attempts as usize >= s.failover_attempts {
+        if rec.attempts as usize >= s.failover_attempts || route.pinned.is_some() {
             let err = exhausted_error(&Pick::NoneAvailable, &failures, true, None);
             return match (err, last_reply) {
                 (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
@@ -448,6 +547,28 @@ pub async fn handle(
                 (None, None) => false,
             };
         }
+    }
+}
+
+/// Chooses an account; when every account is at its stream cap, waits briefly for a free slot.
+async fn pick_account(w: &Worker, route: &Routing, excluded: &[Arc<str>]) -> Pick {
+    let deadline = Instant::now() + SLOT_WAIT;
+    loop {
+        let pick = {
+            let snap = w.shared.accounts.load();
+            let req = PickRequest {
+                excluded,
+                sticky_key: route.sticky_key,
+                pinned: route.pinned.as_deref(),
+            };
+            w.accounts
+                .borrow_mut()
+                .pick(&snap, req, Instant::now(), now_unix())
+        };
+        if !matches!(pick, Pick::AllBusy) || Instant::now() >= deadline {
+            return pick;
+        }
+        monoio::time::sleep(POLL).await;
     }
 }
 
@@ -550,6 +671,30 @@ fn exhausted_error(
                 "No active accounts available",
             ));
         }
+        Pick::AllCapped => {
+            return Some(ApiError::new(
+                503,
+                "server_error",
+                "account_caps_reached",
+                "Every account is at the usage cap its owner set; raise a cap or add accounts",
+            ));
+        }
+        Pick::AllBusy => {
+            return Some(ApiError::new(
+                429,
+                "rate_limit_error",
+                "account_concurrency_limit",
+                "Every account is serving as many streams as allowed; retry shortly",
+            ));
+        }
+        Pick::PinnedUnavailable => {
+            return Some(ApiError::new(
+                409,
+                "invalid_request_error",
+                "turn_state_account_unavailable",
+                "The account this turn started on can no longer serve it; start a new turn",
+            ));
+        }
         Pick::AllUsageLimited { resets_at } => {
             let plan = limits.iter().find_map(|(_, p)| p.clone());
             let earliest = limits
@@ -595,6 +740,7 @@ async fn relay_success(
     client: &mut ClientConn,
     ex: Exchange,
     head: &RequestHead,
+    account: &Arc<str>,
     keep_alive: bool,
     mut rec: Record,
 ) -> bool {
@@ -603,11 +749,15 @@ async fn relay_success(
         w,
         client,
         ex,
+        account,
         head.version_minor == 1,
         keep_alive,
         rec.started,
     )
     .await;
+    if let Some(reading) = r.facts.rate_limits.clone() {
+        observe::quota(w, account, reading);
+    }
     rec.outcome = r.outcome;
     rec.error_code = r
         .error_code
@@ -657,14 +807,14 @@ mod tests {
     fn body_is_forwarded_untouched_unless_the_upstream_would_reject_it() {
         let clean =
             Bytes::from_static(br#"{"model":"gpt-5.5","stream":true,"store":false,"input":[]}"#);
-        let (out, model) = prepare_body(clean.clone()).unwrap();
-        assert_eq!(out, clean);
-        assert_eq!(model.as_deref(), Some("gpt-5.5"));
+        let p = prepare_body(clean.clone()).unwrap();
+        assert_eq!(p.body, clean);
+        assert_eq!(p.model.as_deref(), Some("gpt-5.5"));
         let dirty = Bytes::from_static(
             br#"{"model":"m","temperature":0.2,"store":true,"input":[1],"user":null}"#,
         );
-        let (out, _) = prepare_body(dirty).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let p = prepare_body(dirty).unwrap();
+        let v: Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(
             v,
             json!({"model":"m","store":false,"input":[1],"stream":true})

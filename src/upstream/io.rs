@@ -29,13 +29,25 @@ pub struct UpstreamConn {
 }
 
 impl UpstreamConn {
+    /// Connects to the gateway's upstream (addresses resolved by the control thread).
     pub async fn connect(
         shared: &Shared,
         timeout: Duration,
     ) -> Result<UpstreamConn, UpstreamError> {
         let addrs = shared.upstream_addrs.load_full();
+        let tls = shared.tls.as_ref().filter(|_| shared.settings.upstream.tls);
+        Self::connect_to(&addrs, &shared.settings.upstream.host, tls, timeout).await
+    }
+
+    /// Connects to the first of `addrs` that answers, with TLS for `host` when `tls` is given.
+    pub async fn connect_to(
+        addrs: &[std::net::SocketAddr],
+        host: &str,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<UpstreamConn, UpstreamError> {
         let mut last = UpstreamError::NoAddress;
-        for addr in addrs.iter() {
+        for addr in addrs {
             let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(*addr)).await
             {
                 Ok(Ok(s)) => s,
@@ -49,10 +61,10 @@ impl UpstreamConn {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let io = match &shared.tls {
+            let io = match tls {
                 None => Io::Plain(stream),
                 Some(cfg) => {
-                    let name = ServerName::try_from(shared.settings.upstream.host.clone())
+                    let name = ServerName::try_from(host.to_string())
                         .map_err(|e| UpstreamError::Tls(e.to_string()))?;
                     let connector = TlsConnector::from(cfg.clone());
                     match monoio::time::timeout(timeout, connector.connect(name, stream)).await {

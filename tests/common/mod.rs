@@ -199,15 +199,22 @@ impl Reply {
     }
 }
 
-/// A minimal Codex turn body; `text` is the user message.
+/// A minimal Codex turn body in a conversation of its own; `text` is the user message.
 pub fn turn_body(text: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    turn_body_in(text, &format!("conversation-{}-{n}", std::process::id()))
+}
+
+/// A turn of the conversation `key` (its `prompt_cache_key`).
+pub fn turn_body_in(text: &str, key: &str) -> String {
     serde_json::json!({
         "model": "gpt-5.5",
         "instructions": "You are Codex.",
         "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}],
         "tools": [], "tool_choice": "auto", "parallel_tool_calls": true,
         "store": false, "stream": true, "include": [],
-        "prompt_cache_key": "11111111-2222-3333-4444-555555555555"
+        "prompt_cache_key": key
     })
     .to_string()
 }
