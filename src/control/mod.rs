@@ -89,6 +89,17 @@ pub struct AccountPatch {
     pub cap_secondary_percent: Option<Option<f64>>,
 }
 
+impl AccountPatch {
+    pub fn validate(&self) -> Result<(), String> {
+        let valid = |c: Option<Option<f64>>| c.flatten().is_none_or(|v| (0.0..=100.0).contains(&v));
+        if valid(self.cap_primary_percent) && valid(self.cap_secondary_percent) {
+            Ok(())
+        } else {
+            Err("caps are percentages between 0 and 100".into())
+        }
+    }
+}
+
 fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
     Option::<f64>::deserialize(d).map(Some)
 }
@@ -400,12 +411,7 @@ impl Control {
             .entries
             .get_mut(id)
             .ok_or_else(|| format!("no account {id}"))?;
-        let valid = |c: Option<f64>| c.is_none_or(|v| (0.0..=100.0).contains(&v));
-        if !valid(patch.cap_primary_percent.flatten())
-            || !valid(patch.cap_secondary_percent.flatten())
-        {
-            return Err("caps are percentages between 0 and 100".into());
-        }
+        patch.validate()?;
         if let Some(p) = patch.priority {
             e.record.priority = p;
         }

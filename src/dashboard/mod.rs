@@ -247,15 +247,18 @@ pub async fn handle(
             )
         }
         AdminRoute::AccountsPatch => match serde_json::from_slice::<AccountPatch>(&body) {
-            Ok(patch) => account_answer(
-                ask(w, |reply| ControlMsg::Patch {
-                    id: id.clone(),
-                    patch,
-                    reply,
-                })
-                .await,
-                &id,
-            ),
+            Ok(patch) => match patch.validate() {
+                Ok(()) => account_answer(
+                    ask(w, |reply| ControlMsg::Patch {
+                        id: id.clone(),
+                        patch,
+                        reply,
+                    })
+                    .await,
+                    &id,
+                ),
+                Err(msg) => Err(invalid("invalid_value", msg)),
+            },
             Err(e) => Err(invalid(
                 "invalid_json",
                 format!("expected {{priority, cap_primary_percent, cap_secondary_percent}}: {e}"),

@@ -1,0 +1,166 @@
+//! Routing that keeps accounts healthy: conversations stay on one account, replayed turns go back
+//! to the account that issued them, owners can pause accounts and switch strategies at run time.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{turn_body, turn_body_in, Env};
+
+fn per_account(env: &Env) -> BTreeMap<String, u64> {
+    env.mock
+        .stats()
+        .requests_by_account
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[test]
+fn a_conversation_stays_on_one_account_and_moves_once_when_it_is_limited() {
+    let env = Env::start(3);
+    for i in 0..20 {
+        let reply = env.turn(&turn_body_in(&format!("turn {i}"), "conversation-A"), &[]);
+        assert_eq!(reply.status, 200);
+    }
+    let used = per_account(&env);
+    assert_eq!(used.len(), 1, "one conversation, one account: {used:?}");
+    let (first, _) = used.iter().next().map(|(a, n)| (a.clone(), *n)).unwrap();
+    // Its account hits the usage limit: the conversation moves once, then stays.
+    env.mock.fail_next(&first, 429, 1);
+    for i in 0..10 {
+        let reply = env.turn(&turn_body_in(&format!("after {i}"), "conversation-A"), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let after = per_account(&env);
+    assert_eq!(
+        after.len(),
+        2,
+        "moved to exactly one other account: {after:?}"
+    );
+    assert_eq!(
+        after[&first], 21,
+        "the limited account saw only the refused turn"
+    );
+}
+
+#[test]
+fn a_replayed_turn_state_goes_back_to_its_account() {
+    let env = Env::start(3);
+    let first = env.turn(&turn_body("start a turn"), &[]);
+    assert_eq!(first.status, 200);
+    let state = first
+        .header("x-codex-turn-state")
+        .expect("turn state on the reply")
+        .to_string();
+    let (account, upstream_state) = state.split_once('~').expect("account prefix");
+    assert!(account.starts_with("acc_"), "{state}");
+    // Later requests of the turn, in other conversations' clothing, all go to that account.
+    for i in 0..6 {
+        let reply = env.turn(
+            &turn_body(&format!("follow-up {i}")),
+            &[("x-codex-turn-state", &state)],
+        );
+        assert_eq!(reply.status, 200);
+    }
+    let used = per_account(&env);
+    assert_eq!(used.len(), 1, "{used:?}");
+    let acct = used.keys().next().unwrap();
+    let seen = env.mock.last_request(acct).unwrap();
+    assert_eq!(
+        seen.header("x-codex-turn-state"),
+        Some(upstream_state),
+        "the upstream gets its own value back"
+    );
+    // Paused, that account can no longer serve the turn: a clear 409, not a silent move.
+    let paused = env.post_json(&format!("/api/accounts/{account}/pause"), b"{}");
+    assert_eq!(paused["account"]["status"], "paused", "{paused}");
+    let reply = env.turn(&turn_body("one more"), &[("x-codex-turn-state", &state)]);
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"]["code"],
+        "turn_state_account_unavailable"
+    );
+}
+
+#[test]
+fn paused_accounts_get_no_traffic_and_the_strategy_switches_at_run_time() {
+    let env = Env::start(2);
+    let list = env.get_json("/api/accounts");
+    let ids: Vec<String> = list["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    let paused = env.post_json(&format!("/api/accounts/{}/pause", ids[0]), b"{}");
+    assert_eq!(paused["account"]["status"], "paused");
+    for i in 0..10 {
+        assert_eq!(env.turn(&turn_body(&format!("p{i}")), &[]).status, 200);
+    }
+    assert_eq!(per_account(&env).len(), 1);
+    let resumed = env.post_json(&format!("/api/accounts/{}/resume", ids[0]), b"{}");
+    assert_eq!(resumed["account"]["status"], "active");
+
+    // fill_first: every new conversation goes to the first account while it can serve.
+    let put = ureq::put(&env.url("/api/settings"))
+        .send_string(r#"{"strategy":"fill_first"}"#)
+        .unwrap();
+    assert_eq!(
+        put.into_json::<serde_json::Value>().unwrap()["strategy"],
+        "fill_first"
+    );
+    assert_eq!(env.get_json("/api/settings")["strategy"], "fill_first");
+    env.mock.reset();
+    for i in 0..10 {
+        assert_eq!(env.turn(&turn_body(&format!("f{i}")), &[]).status, 200);
+    }
+    assert_eq!(
+        per_account(&env).len(),
+        1,
+        "fill_first drains one account first"
+    );
+    // round_robin without conversation keys alternates evenly.
+    ureq::put(&env.url("/api/settings"))
+        .send_string(r#"{"strategy":"round_robin"}"#)
+        .unwrap();
+    env.mock.reset();
+    let body = turn_body("rr").replace("\"prompt_cache_key\"", "\"not_a_cache_key\"");
+    for _ in 0..20 {
+        assert_eq!(env.turn(&body, &[]).status, 200);
+    }
+    let spread = per_account(&env);
+    assert!(spread.values().all(|n| (8..=12).contains(n)), "{spread:?}");
+    let bad = ureq::put(&env.url("/api/settings")).send_string(r#"{"strategy":"random"}"#);
+    assert!(matches!(bad, Err(ureq::Error::Status(400, _))));
+}
+
+#[test]
+fn owner_caps_and_priorities_through_the_admin_api() {
+    let env = Env::start(2);
+    let ids: Vec<String> = env.get_json("/api/accounts")["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    let patched = ureq::request("PATCH", &env.url(&format!("/api/accounts/{}", ids[1])))
+        .send_string(r#"{"priority":"burn_first","cap_primary_percent":80}"#)
+        .unwrap()
+        .into_json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(patched["account"]["priority"], "burn_first");
+    assert_eq!(patched["account"]["cap_primary_percent"], 80.0);
+    for i in 0..8 {
+        assert_eq!(env.turn(&turn_body(&format!("b{i}")), &[]).status, 200);
+    }
+    let used = per_account(&env);
+    assert_eq!(
+        used.len(),
+        1,
+        "burn_first takes everything while it can: {used:?}"
+    );
+    let bad = ureq::request("PATCH", &env.url(&format!("/api/accounts/{}", ids[1])))
+        .send_string(r#"{"cap_primary_percent":150}"#);
+    assert!(matches!(bad, Err(ureq::Error::Status(400, _))));
+}
