@@ -19,6 +19,16 @@ const SYSTEM_MIN_ALIGN: usize = 16;
 
 pub struct GatewayAlloc;
 
+/// Keeps glibc from holding freed large blocks: with a fixed mmap threshold every block of
+/// `LARGE` bytes or more is its own mapping, returned to the kernel when freed. (By default the
+/// threshold grows after frees, and multi-MB request bodies would then stay in the heap.)
+pub fn configure_system_allocator() {
+    // SAFETY: mallopt only changes glibc's tuning; called once at start, before the workers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE as libc::c_int);
+    }
+}
+
 fn is_large(size: usize) -> bool {
     size >= LARGE
 }

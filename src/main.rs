@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    codex_lb::alloc::configure_system_allocator();
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),

@@ -17,7 +17,10 @@ use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error_body::ApiError;
 use crate::http::request::{parse_request_head, BodyFraming, HeadError, HeadLimits, RequestHead};
 
-const READ_RESERVE: usize = 16 * 1024;
+/// Read buffer of a connection: small, since an idle keep-alive connection holds it; it grows
+/// for large bodies and is dropped again once it is idle and large.
+const READ_RESERVE: usize = 4 * 1024;
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum ReadHeadError {
@@ -98,8 +101,8 @@ impl ClientConn {
 
     /// Reads more bytes into `rbuf` before `deadline`. `Ok(0)` is EOF.
     async fn fill(&mut self, deadline: Instant) -> Result<usize, FillError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_RESERVE);
+        if self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE / 2 {
+            self.rbuf.reserve(READ_RESERVE.max(self.rbuf.len()));
         }
         let buf = std::mem::take(&mut self.rbuf);
         let (len, cap) = (buf.len(), buf.capacity());
@@ -121,6 +124,10 @@ impl ClientConn {
         idle: Duration,
         head_timeout: Duration,
     ) -> Result<RequestHead, ReadHeadError> {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > SHRINK_ABOVE {
+            // A large body went through here: do not keep its buffer for an idle connection.
+            self.rbuf = BytesMut::with_capacity(READ_RESERVE);
+        }
         let mut started: Option<Instant> = if self.rbuf.is_empty() {
             None
         } else {

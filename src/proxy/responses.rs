@@ -485,6 +485,8 @@ pub async fn handle(
             observe::quota(w, &account.id, reading);
         }
         if (200..300).contains(&ex.head.status) {
+            // No retry can follow: the request body need not live as long as the stream.
+            drop(body);
             return relay_success(w, client, ex, &head, &account.id, keep_alive, rec).await;
         }
         let Exchange {

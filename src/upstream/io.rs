@@ -13,8 +13,11 @@ use rustls::pki_types::ServerName;
 use super::UpstreamError;
 use crate::shared::Shared;
 
-/// Size of one read from the upstream; SSE deltas are small, completed events can be large.
-pub const READ_CHUNK: usize = 32 * 1024;
+/// Bounds of one read from the upstream. A stream that is waiting holds one read buffer in the
+/// kernel's hands, so it starts small (SSE deltas are a few hundred bytes) and grows only while
+/// reads come back full (a large `response.completed`, a catalog).
+pub const MIN_READ: usize = 4 * 1024;
+pub const MAX_READ: usize = 64 * 1024;
 
 enum Io {
     Plain(TcpStream),
@@ -26,6 +29,8 @@ pub struct UpstreamConn {
     /// Received bytes not consumed yet (read past a head).
     pub buf: BytesMut,
     pub reused: bool,
+    /// Size of the next body read, adapted to what the last reads returned.
+    read_size: usize,
 }
 
 impl UpstreamConn {
@@ -76,7 +81,8 @@ impl UpstreamConn {
             };
             return Ok(UpstreamConn {
                 io,
-                buf: BytesMut::with_capacity(READ_CHUNK),
+                buf: BytesMut::with_capacity(MIN_READ),
+                read_size: MIN_READ,
                 reused: false,
             });
         }
@@ -85,8 +91,8 @@ impl UpstreamConn {
 
     /// Reads more bytes, appended to `buf`. Returns the number read (0 = EOF).
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < MIN_READ / 2 {
+            self.buf.reserve(MIN_READ.max(self.buf.len()));
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
@@ -104,14 +110,22 @@ impl UpstreamConn {
     /// result means EOF.
     pub async fn next_bytes(&mut self) -> std::io::Result<Bytes> {
         if !self.buf.is_empty() {
-            return Ok(self.buf.split().freeze());
+            // Hand over the leftover and drop the head's buffer, so a long stream does not keep it.
+            return Ok(std::mem::take(&mut self.buf).freeze());
         }
-        let buf = BytesMut::with_capacity(READ_CHUNK);
+        let buf = BytesMut::with_capacity(self.read_size);
         let (res, buf) = match &mut self.io {
             Io::Plain(s) => s.read(buf).await,
             Io::Tls(s) => s.read(buf).await,
         };
-        res?;
+        let n = res?;
+        self.read_size = if n == self.read_size {
+            (self.read_size * 2).min(MAX_READ)
+        } else if n < self.read_size / 4 {
+            (self.read_size / 2).max(MIN_READ)
+        } else {
+            self.read_size
+        };
         Ok(buf.freeze())
     }
 
