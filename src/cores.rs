@@ -354,10 +354,14 @@ async fn worker_main(index: usize, shared: Arc<Shared>, listener: std::net::TcpL
                 }
                 let conn_guard = OpenConnection::new(Rc::clone(&w));
                 let wc = Rc::clone(&w);
-                spawn_guarded(&w, async move {
+                let fut = async move {
                     let _guard = conn_guard;
                     crate::proxy::serve_connection(wc, stream, peer).await;
-                });
+                };
+                if std::env::var_os("CODEX_LB_DEBUG_SIZES").is_some() {
+                    eprintln!("connection future: {} bytes", std::mem::size_of_val(&fut));
+                }
+                spawn_guarded(&w, fut);
             }
             Err(e) => {
                 if shared.shutdown.is_requested() {

@@ -15,7 +15,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// sled's page cache. Its default (1 GiB) lets a long request log grow the process to that size;
 /// the gateway reads mostly the newest rows, so a small cache serves it.
-const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -254,6 +254,14 @@ impl ClientConn {
         false
     }
 
+    /// Frees the read buffer when it holds nothing (a long stream then keeps no buffer here; the
+    /// next request allocates a fresh one).
+    pub fn release_buffer(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
     /// Bytes of a following request already received (pipelining).
     pub fn has_buffered(&self) -> bool {
         !self.rbuf.is_empty()

@@ -486,8 +486,12 @@ pub async fn handle(
         }
         if (200..300).contains(&ex.head.status) {
             // No retry can follow: the request body need not live as long as the stream.
-            drop(body);
-            return relay_success(w, client, ex, &head, &account.id, keep_alive, rec).await;
+            // No retry can follow: what only a retry would need does not live as long as the
+            // stream (a held stream's memory is mostly what it keeps).
+            let http11 = head.version_minor == 1;
+            drop((body, prefix, req_head, head));
+            client.release_buffer();
+            return relay_success(w, client, ex, http11, &account.id, keep_alive, rec).await;
         }
         let Exchange {
             mut conn,
@@ -741,7 +745,7 @@ async fn relay_success(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     ex: Exchange,
-    head: &RequestHead,
+    http11: bool,
     account: &Arc<str>,
     keep_alive: bool,
     mut rec: Record,
@@ -752,7 +756,7 @@ async fn relay_success(
         client,
         ex,
         account,
-        head.version_minor == 1,
+        http11,
         keep_alive,
         rec.started,
     )

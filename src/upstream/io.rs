@@ -16,7 +16,7 @@ use crate::shared::Shared;
 /// Bounds of one read from the upstream. A stream that is waiting holds one read buffer in the
 /// kernel's hands, so it starts small (SSE deltas are a few hundred bytes) and grows only while
 /// reads come back full (a large `response.completed`, a catalog).
-pub const MIN_READ: usize = 4 * 1024;
+pub const MIN_READ: usize = 2 * 1024;
 pub const MAX_READ: usize = 64 * 1024;
 
 enum Io {
