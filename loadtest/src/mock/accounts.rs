@@ -1,10 +1,10 @@
-//! Per-account state: the two rate-limit windows, injected failures, token expiry and the last
-//! request seen. Pure bookkeeping over the injectable clock; no I/O.
+//! Per-account backend state: the two rate-limit windows, injected failures, the usage
+//! endpoint's error mode and the last request seen. Tokens live in `credentials`. Pure
+//! bookkeeping over the injectable clock; no I/O.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use super::jwt::{Minted, SeedAccount};
 use super::request::RecordedRequest;
 use super::stats::lock;
 
@@ -69,32 +69,83 @@ impl Usage {
     }
 }
 
+/// How `GET /wham/usage` fails for an account (PROTOCOL.md 4, 9 item 13); `None` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageMode {
+    /// 401.
+    Unauthorized,
+    /// 402.
+    PaymentRequired,
+    /// 403 with a plain body.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 403 whose message contains "account has been deactivated".
+    Deactivated,
+    /// 500.
+    ServerError,
+}
+
+impl UsageMode {
+    pub fn status(self) -> u16 {
+        match self {
+            UsageMode::Unauthorized => 401,
+            UsageMode::PaymentRequired => 402,
+            UsageMode::Forbidden | UsageMode::Deactivated => 403,
+            UsageMode::NotFound => 404,
+            UsageMode::ServerError => 500,
+        }
+    }
+}
+
+impl std::str::FromStr for UsageMode {
+    type Err = String;
+
+    /// `"401"`, `"402"`, `"403"`, `"404"`, `"500"` or `"deactivated"`.
+    fn from_str(s: &str) -> Result<UsageMode, String> {
+        Ok(match s.trim() {
+            "401" => UsageMode::Unauthorized,
+            "402" => UsageMode::PaymentRequired,
+            "403" => UsageMode::Forbidden,
+            "404" => UsageMode::NotFound,
+            "500" => UsageMode::ServerError,
+            "deactivated" => UsageMode::Deactivated,
+            other => {
+                return Err(format!(
+                    "unknown usage mode {other:?}: expected 401, 402, 403, 404, 500 or deactivated"
+                ))
+            }
+        })
+    }
+}
+
 struct Mutable {
     primary: Window,
     secondary: Window,
     /// (status, remaining) in arming order.
     failures: VecDeque<(u16, u32)>,
-    expired: bool,
+    usage_mode: Option<UsageMode>,
     last_request: Option<RecordedRequest>,
 }
 
 pub struct Account {
-    pub seed: SeedAccount,
-    pub exp: u64,
+    /// `chatgpt_account_id`; fixed for the mock's life, unlike the tokens.
+    id: String,
+    pub plan_type: String,
     state: Mutex<Mutable>,
 }
 
 impl Account {
-    pub fn new(minted: Minted, now: u64) -> Account {
+    pub fn new(id: String, plan_type: String, now: u64) -> Account {
         Account {
-            seed: minted.seed,
-            exp: minted.exp,
+            id,
+            plan_type,
             state: Mutex::new(fresh(now)),
         }
     }
 
     pub fn id(&self) -> &str {
-        &self.seed.chatgpt_account_id
+        &self.id
     }
 
     pub fn usage(&self, now: u64) -> Usage {
@@ -151,12 +202,12 @@ impl Account {
         Some(status)
     }
 
-    pub fn expire(&self) {
-        lock(&self.state).expired = true;
+    pub fn set_usage_mode(&self, mode: Option<UsageMode>) {
+        lock(&self.state).usage_mode = mode;
     }
 
-    pub fn token_expired(&self, now: u64) -> bool {
-        now >= self.exp || lock(&self.state).expired
+    pub fn usage_mode(&self) -> Option<UsageMode> {
+        lock(&self.state).usage_mode
     }
 
     pub fn record_request(&self, r: RecordedRequest) {
@@ -177,7 +228,7 @@ fn fresh(now: u64) -> Mutable {
         primary: Window::new(PRIMARY_WINDOW_MINUTES, now),
         secondary: Window::new(SECONDARY_WINDOW_MINUTES, now),
         failures: VecDeque::new(),
-        expired: false,
+        usage_mode: None,
         last_request: None,
     }
 }
@@ -191,10 +242,9 @@ fn add_percent(used: f64, tokens: u64, capacity: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::jwt::mint_account;
 
     fn account() -> Account {
-        Account::new(mint_account(0, "plus", 1_000, 3600), 1_000)
+        Account::new("acct".into(), "plus".into(), 1_000)
     }
 
     #[test]
@@ -231,13 +281,23 @@ mod tests {
     }
 
     #[test]
-    fn expiry_by_exp_or_flag() {
+    fn usage_modes_parse_and_reset() {
         let a = account();
-        assert!(!a.token_expired(1_000));
-        assert!(a.token_expired(4_600));
-        a.expire();
-        assert!(a.token_expired(1_000));
+        for (text, status) in [
+            ("401", 401),
+            ("402", 402),
+            ("403", 403),
+            ("404", 404),
+            ("500", 500),
+            ("deactivated", 403),
+        ] {
+            let mode: UsageMode = text.parse().unwrap();
+            assert_eq!(mode.status(), status);
+        }
+        assert!("418".parse::<UsageMode>().is_err());
+        a.set_usage_mode(Some(UsageMode::Deactivated));
+        assert_eq!(a.usage_mode(), Some(UsageMode::Deactivated));
         a.reset(1_000);
-        assert!(!a.token_expired(1_000));
+        assert_eq!(a.usage_mode(), None);
     }
 }

@@ -1,8 +1,9 @@
-//! JSON error bodies shaped like the ChatGPT backend's (PROTOCOL.md 3.3, 3.4, 8).
+//! JSON error bodies shaped like the ChatGPT backend's (PROTOCOL.md 3.3, 3.4, 4, 5.4, 8).
 
 use serde_json::{json, Value};
 
-use super::accounts::Usage;
+use super::accounts::{Usage, UsageMode};
+use super::credentials::RefreshRefusal;
 
 pub fn envelope(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
@@ -56,12 +57,7 @@ pub fn injected(status: u16, plan: &str, usage: &Usage) -> Value {
         403 => account_mismatch(),
         429 => usage_limit_reached(plan, usage),
         400 => invalid_request("Invalid request (injected by the mock).", None, None),
-        500 => envelope(
-            "An error occurred while processing your request. You can retry your request.",
-            "server_error",
-            None,
-            Some("server_error"),
-        ),
+        500 => server_error(),
         502 => envelope("Bad gateway.", "server_error", None, Some("upstream_error")),
         503 => envelope(
             "The server is overloaded. Please try again later.",
@@ -81,6 +77,75 @@ pub fn injected(status: u16, plan: &str, usage: &Usage) -> Value {
             None,
             Some("mock_injected"),
         ),
+    }
+}
+
+pub fn server_error() -> Value {
+    envelope(
+        "An error occurred while processing your request. You can retry your request.",
+        "server_error",
+        None,
+        Some("server_error"),
+    )
+}
+
+/// The RFC 6749 section 5.2 shape (`{"error": code, "error_description": ...}`), which the
+/// token endpoint uses for grant-level errors; PROTOCOL.md 5.4 lists it beside the nested one.
+pub fn oauth(code: &str, description: &str) -> Value {
+    json!({"error": code, "error_description": description})
+}
+
+/// A refused refresh (PROTOCOL.md 5.4): the nested `error.code` shape upstream sends for the
+/// codes the CLI and codex-lb treat as "sign in again".
+pub fn refresh_refused(why: RefreshRefusal) -> Value {
+    let (code, message) = match why {
+        RefreshRefusal::Injected => return server_error(),
+        RefreshRefusal::Reused => (
+            "refresh_token_reused",
+            "Your refresh token has already been used to generate a new access token. Please try signing in again.",
+        ),
+        RefreshRefusal::Expired => (
+            "refresh_token_expired",
+            "Your refresh token has expired. Please try signing in again.",
+        ),
+        RefreshRefusal::Invalidated => (
+            "refresh_token_invalidated",
+            "Your refresh token has been invalidated. Please try signing in again.",
+        ),
+    };
+    invalid_request(message, None, Some(code))
+}
+
+/// What `/wham/usage` answers in an injected error mode. Only `Deactivated` carries a code
+/// from the permanent set (PROTOCOL.md 3.5): the others must be classified by status alone.
+pub fn usage_mode(mode: UsageMode) -> Value {
+    match mode {
+        UsageMode::Unauthorized => invalid_api_key(),
+        UsageMode::PaymentRequired => envelope(
+            "Payment required: this workspace has no active subscription.",
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        UsageMode::Forbidden => envelope(
+            "You do not have access to this resource.",
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        UsageMode::NotFound => envelope(
+            "Not found: no usage for this account.",
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        UsageMode::Deactivated => envelope(
+            "Your OpenAI account has been deactivated, please check your email for more information.",
+            "invalid_request_error",
+            None,
+            Some("account_deactivated"),
+        ),
+        UsageMode::ServerError => server_error(),
     }
 }
 

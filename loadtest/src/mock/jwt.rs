@@ -29,6 +29,7 @@ pub struct SeedAccount {
 }
 
 /// Everything minted for account `index`; `exp` is what the mock enforces for the access token.
+#[derive(Clone, Debug)]
 pub struct Minted {
     pub seed: SeedAccount,
     pub exp: u64,
@@ -39,7 +40,24 @@ pub fn account_id(index: usize) -> String {
     format!("acct-0000-4000-8000-{index:012}")
 }
 
+/// The seeded tokens of account `index`.
 pub fn mint_account(index: usize, plan: &str, issued_at: u64, ttl_secs: u64) -> Minted {
+    mint(index, plan, issued_at, ttl_secs, String::new())
+}
+
+/// The tokens a refresh hands out. `serial` is unique per rotation: two refreshes within the
+/// same second must still yield different tokens, or the old ones would stay valid.
+pub fn mint_rotated(
+    index: usize,
+    plan: &str,
+    issued_at: u64,
+    ttl_secs: u64,
+    serial: u64,
+) -> Minted {
+    mint(index, plan, issued_at, ttl_secs, format!("-r{serial}"))
+}
+
+fn mint(index: usize, plan: &str, issued_at: u64, ttl_secs: u64, suffix: String) -> Minted {
     let chatgpt_account_id = account_id(index);
     let email = format!("user{index}@example.com");
     let user_id = format!("user-mock{index:06}");
@@ -59,6 +77,7 @@ pub fn mint_account(index: usize, plan: &str, issued_at: u64, ttl_secs: u64) -> 
         "email_verified": true,
         "iat": issued_at,
         "exp": exp,
+        "jti": format!("id-mock-{index}-{issued_at}{suffix}"),
         AUTH_CLAIM: auth,
         PROFILE_CLAIM: {"email": email, "email_verified": true},
     });
@@ -72,7 +91,7 @@ pub fn mint_account(index: usize, plan: &str, issued_at: u64, ttl_secs: u64) -> 
         "email": email,
         "iat": issued_at,
         "exp": exp,
-        "jti": format!("at-mock-{index}-{issued_at}"),
+        "jti": format!("at-mock-{index}-{issued_at}{suffix}"),
         "scp": ["openid", "profile", "email", "offline_access"],
         AUTH_CLAIM: auth,
         PROFILE_CLAIM: {"email": email, "email_verified": true},
@@ -83,7 +102,7 @@ pub fn mint_account(index: usize, plan: &str, issued_at: u64, ttl_secs: u64) -> 
             email,
             plan_type: plan.to_string(),
             access_token: encode_jwt(&access_claims),
-            refresh_token: format!("rt_mock_{index}_{issued_at}"),
+            refresh_token: format!("rt_mock_{index}_{issued_at}{suffix}"),
             id_token: encode_jwt(&id_claims),
         },
         exp,
@@ -140,6 +159,23 @@ mod tests {
             assert_eq!(p[AUTH_CLAIM]["chatgpt_user_id"], "user-mock000003");
         }
         assert_ne!(m.seed.access_token, m.seed.id_token);
+    }
+
+    #[test]
+    fn rotated_tokens_differ_within_one_second() {
+        let seed = mint_account(1, "plus", 1_000, 60).seed;
+        let a = mint_rotated(1, "plus", 1_000, 60, 7).seed;
+        let b = mint_rotated(1, "plus", 1_000, 60, 8).seed;
+        for (x, y) in [(&seed, &a), (&a, &b)] {
+            assert_ne!(x.access_token, y.access_token);
+            assert_ne!(x.refresh_token, y.refresh_token);
+            assert_ne!(x.id_token, y.id_token);
+        }
+        assert_eq!(
+            payload(&a.access_token)[AUTH_CLAIM]["chatgpt_account_id"],
+            a.chatgpt_account_id
+        );
+        assert_eq!(a.chatgpt_account_id, seed.chatgpt_account_id);
     }
 
     #[test]

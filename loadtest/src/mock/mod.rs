@@ -5,7 +5,7 @@
 //! over the `/__mock/` control API it can also do through the methods here.
 //!
 //! Module map: `routes` (one module per endpoint), `state` (shared state), `accounts` (windows,
-//! failures, expiry), `scenario` (knobs), `render` (pre-rendered SSE), `body` (pacing, write
+//! failures, usage error mode), `credentials` (tokens, rotation, refresh knobs), `scenario` (knobs), `render` (pre-rendered SSE), `body` (pacing, write
 //! modes, failure endings, cancel detection), `reply` (headers), `jwt` (tokens, auth.json),
 //! `server` (accept loop), `tls` (HTTPS certificates and server config), `clock`, `stats`,
 //! `request`, `errors`.
@@ -13,6 +13,7 @@
 mod accounts;
 mod body;
 mod clock;
+mod credentials;
 mod errors;
 mod jwt;
 mod render;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 
+pub use accounts::UsageMode;
 pub use jwt::SeedAccount;
 pub use request::RecordedRequest;
 pub use scenario::{FailMode, Scenario};
@@ -53,7 +55,7 @@ pub struct MockConfig {
     pub accounts: usize,
     /// Plan type of every seeded account.
     pub plan: String,
-    /// Lifetime of the minted access tokens (`exp`).
+    /// Lifetime of the minted access tokens (`exp`), seeded and refreshed alike.
     pub token_ttl: Duration,
     /// Tokens that fill the 5-hour window to 100 %.
     pub primary_capacity_tokens: u64,
@@ -154,28 +156,35 @@ impl MockUpstream {
         }
     }
 
+    /// The gateway's OAuth issuer: the mock's origin (`http://127.0.0.1:PORT`, or
+    /// `https://localhost:PORT` with TLS); the token endpoint is `{issuer}/oauth/token`.
+    pub fn issuer_url(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
     /// Whether the mock serves HTTPS.
     pub fn is_tls(&self) -> bool {
         self.tls
     }
 
+    /// The accounts with their current tokens (those of the last refresh, if any).
     pub fn accounts(&self) -> Vec<SeedAccount> {
-        self.shared
-            .accounts
-            .iter()
-            .map(|a| a.seed.clone())
+        let creds = self.shared.credentials();
+        (0..self.shared.accounts.len())
+            .map(|i| creds.tokens(i))
             .collect()
     }
 
-    /// A Codex `~/.codex/auth.json` for account `index`. Panics if there is no such account.
+    /// A Codex `~/.codex/auth.json` for account `index`, with its current tokens and
+    /// `last_refresh`. Panics if there is no such account.
     pub fn auth_json(&self, index: usize) -> String {
-        let a = self.shared.accounts.get(index).unwrap_or_else(|| {
-            panic!(
-                "mock has {} accounts, no index {index}",
-                self.shared.accounts.len()
-            )
-        });
-        jwt::auth_json(&a.seed, self.shared.issued_at)
+        let n = self.shared.accounts.len();
+        assert!(index < n, "mock has {n} accounts, no index {index}");
+        self.shared.credentials().auth_json(index)
     }
 
     pub fn scenario(&self) -> Scenario {
@@ -198,9 +207,54 @@ impl MockUpstream {
             .set_used_percent(primary, secondary, self.shared.clock.now());
     }
 
-    /// The account's access token answers 401 `token_expired` from now on (until `reset`).
+    /// The account's current access token answers 401 `token_expired` from now on (until a
+    /// refresh replaces it, or `reset`).
     pub fn expire_token(&self, account_id: &str) {
-        self.account(account_id).expire();
+        let i = self.index(account_id);
+        self.shared.credentials_mut().expire_access(i);
+    }
+
+    /// The account's current refresh token answers 401 `refresh_token_invalidated` from now on.
+    pub fn revoke_refresh_token(&self, account_id: &str) {
+        let i = self.index(account_id);
+        self.shared.credentials_mut().revoke_refresh(i);
+    }
+
+    /// The account's current refresh token answers 401 `refresh_token_expired` from now on.
+    pub fn expire_refresh_token(&self, account_id: &str) {
+        let i = self.index(account_id);
+        self.shared.credentials_mut().expire_refresh(i);
+    }
+
+    /// The account's next `count` refresh-token grants answer 500 without spending the token
+    /// (added to any still armed).
+    pub fn fail_refresh(&self, account_id: &str, count: u32) {
+        let i = self.index(account_id);
+        self.shared.credentials_mut().fail_refresh(i, count);
+    }
+
+    /// `POST /oauth/token` waits this long before answering the account (0 = no wait). The
+    /// refresh takes effect before the wait, so a client that times out has spent its token.
+    pub fn set_refresh_latency(&self, account_id: &str, ms: u64) {
+        let i = self.index(account_id);
+        self.shared.credentials_mut().set_refresh_latency(i, ms);
+    }
+
+    /// `GET /wham/usage` fails this way for the account (after authentication); `None` answers.
+    pub fn set_usage_mode(&self, account_id: &str, mode: Option<UsageMode>) {
+        self.account(account_id).set_usage_mode(mode);
+    }
+
+    /// Refresh-token grants attempted for the account, failed ones included.
+    pub fn refresh_calls(&self, account_id: &str) -> u64 {
+        let id = self.account(account_id).id();
+        self.stats().refresh_calls.get(id).copied().unwrap_or(0)
+    }
+
+    /// `/wham/usage` calls for the account, rejected ones included.
+    pub fn usage_calls(&self, account_id: &str) -> u64 {
+        let id = self.account(account_id).id();
+        self.stats().usage_calls.get(id).copied().unwrap_or(0)
     }
 
     /// Moves the mock's clock forward: windows reset and tokens expire as if time had passed.
@@ -228,19 +282,22 @@ impl MockUpstream {
         self.shared.recorded(request_id)
     }
 
-    /// Back to the start state: clock, usage, failures, expiries, recordings, counters and
-    /// the global scenario.
+    /// Back to the start state: clock, seeded tokens, usage, failures, expiries, refresh and
+    /// usage knobs, recordings, counters and the global scenario.
     pub fn reset(&self) {
         self.shared.reset();
     }
 
     /// Panics on an unknown id: a silently ignored typo would make a test pass for nothing.
-    fn account(&self, account_id: &str) -> &Account {
-        let i = self.shared.account_by_id(account_id).unwrap_or_else(|| {
+    fn index(&self, account_id: &str) -> usize {
+        self.shared.account_by_id(account_id).unwrap_or_else(|| {
             let known: Vec<&str> = self.shared.accounts.iter().map(|a| a.id()).collect();
             panic!("unknown mock account id {account_id:?}; known: {known:?}")
-        });
-        &self.shared.accounts[i]
+        })
+    }
+
+    fn account(&self, account_id: &str) -> &Account {
+        &self.shared.accounts[self.index(account_id)]
     }
 }
 

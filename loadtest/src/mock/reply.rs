@@ -70,10 +70,20 @@ impl ReplyCtx {
         if let Some(i) = self.account {
             if let Some(a) = shared.accounts.get(i) {
                 let usage = self.usage.unwrap_or_else(|| a.usage(shared.clock.now()));
-                rate_limit_headers(h, &a.seed.plan_type, &usage);
+                rate_limit_headers(h, &a.plan_type, &usage);
             }
         }
     }
+}
+
+/// A JSON reply with no backend headers: the token endpoint and the control API, which are not
+/// ChatGPT backend routes and so carry no rate-limit or request-id headers.
+pub fn plain_json(status: StatusCode, v: &Value) -> Response<MockBody> {
+    let mut r = Response::new(MockBody::full(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// The PROTOCOL.md 3.1 header set for the `codex` limit family.

@@ -1,4 +1,5 @@
-//! What the mock keeps of a received request, and request-body decoding (`Content-Encoding`).
+//! What the mock keeps of a received request, and request-body decoding (`Content-Encoding`,
+//! `application/x-www-form-urlencoded`).
 
 use std::io::Read as _;
 
@@ -63,6 +64,48 @@ pub fn decode_body(encoding: Option<&str>, raw: &[u8]) -> Result<Vec<u8>, String
     }
 }
 
+/// `a=1&b=x%20y+z` as (name, value) pairs in order. Malformed escapes are kept literally:
+/// the token endpoint then fails on the value, which is what a test of bad input wants to see.
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    body.split(|&b| b == b'&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let mut it = kv.splitn(2, |&b| b == b'=');
+            let k = percent_decode(it.next().unwrap_or_default());
+            let v = percent_decode(it.next().unwrap_or_default());
+            (k, v)
+        })
+        .collect()
+}
+
+/// The form-encoding of RFC 1866 8.2.1 / WHATWG: `+` is a space, `%XX` a byte.
+fn percent_decode(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let escaped = (b == b'%')
+            .then(|| raw.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (_, None) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn read_capped(r: impl std::io::Read, name: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     r.take(MAX_BODY_BYTES as u64 + 1)
@@ -80,6 +123,19 @@ fn read_capped(r: impl std::io::Read, name: &str) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    #[test]
+    fn parses_forms() {
+        let f = parse_form(b"grant_type=refresh_token&refresh_token=rt_a%2Bb%3D&scope=openid+profile&&flag&bad=%zz%4");
+        let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("grant_type"), Some("refresh_token"));
+        assert_eq!(get("refresh_token"), Some("rt_a+b="));
+        assert_eq!(get("scope"), Some("openid profile"));
+        assert_eq!(get("flag"), Some(""));
+        assert_eq!(get("bad"), Some("%zz%4"));
+        assert_eq!(f.len(), 5);
+        assert!(parse_form(b"").is_empty());
+    }
 
     #[test]
     fn decodes_zstd_and_gzip() {

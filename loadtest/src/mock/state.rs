@@ -1,12 +1,14 @@
-//! State shared by every connection of one mock: accounts, the global scenario, caches,
-//! recordings and counters. Each piece has its own short-held lock; nothing here awaits.
+//! State shared by every connection of one mock: accounts, their tokens, the global scenario,
+//! caches, recordings and counters. Each piece has its own short-held lock; nothing here awaits,
+//! and no code path holds two of these locks at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::accounts::Account;
 use super::clock::Clock;
+use super::credentials::Credentials;
 use super::jwt::mint_account;
 use super::render::TemplateCache;
 use super::scenario::Scenario;
@@ -25,8 +27,7 @@ pub struct Shared {
     pub templates: TemplateCache,
     pub primary_capacity: u64,
     pub secondary_capacity: u64,
-    pub issued_at: u64,
-    by_token: HashMap<String, usize>,
+    credentials: RwLock<Credentials>,
     by_id: HashMap<String, usize>,
     initial_scenario: Scenario,
     scenario: RwLock<Arc<Scenario>>,
@@ -41,13 +42,18 @@ impl Shared {
         let clock = Clock::default();
         let now = clock.now();
         let ttl = cfg.token_ttl.as_secs();
-        let accounts: Vec<Account> = (0..cfg.accounts)
-            .map(|i| Account::new(mint_account(i, &cfg.plan, now, ttl), now))
+        let seeds: Vec<_> = (0..cfg.accounts)
+            .map(|i| mint_account(i, &cfg.plan, now, ttl))
             .collect();
-        let by_token = accounts
+        let accounts: Vec<Account> = seeds
             .iter()
-            .enumerate()
-            .map(|(i, a)| (a.seed.access_token.clone(), i))
+            .map(|m| {
+                Account::new(
+                    m.seed.chatgpt_account_id.clone(),
+                    m.seed.plan_type.clone(),
+                    now,
+                )
+            })
             .collect();
         let by_id = accounts
             .iter()
@@ -61,8 +67,7 @@ impl Shared {
             templates: TemplateCache::default(),
             primary_capacity: cfg.primary_capacity_tokens,
             secondary_capacity: cfg.secondary_capacity_tokens,
-            issued_at: now,
-            by_token,
+            credentials: RwLock::new(Credentials::new(seeds, now, ttl)),
             by_id,
             initial_scenario: cfg.scenario.clone(),
             scenario: RwLock::new(Arc::new(cfg.scenario.clone())),
@@ -72,8 +77,14 @@ impl Shared {
         }
     }
 
-    pub fn account_by_token(&self, token: &str) -> Option<usize> {
-        self.by_token.get(token).copied()
+    /// Tokens, read side: what every backend request takes once to authenticate.
+    pub fn credentials(&self) -> RwLockReadGuard<'_, Credentials> {
+        self.credentials.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tokens, write side: refreshes and control calls.
+    pub fn credentials_mut(&self) -> RwLockWriteGuard<'_, Credentials> {
+        self.credentials.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn account_by_id(&self, id: &str) -> Option<usize> {
@@ -136,10 +147,11 @@ impl Shared {
         lock(&self.recordings).get(request_id).cloned()
     }
 
-    /// Back to the state right after start: clock, usage, failures, expiries, recordings,
-    /// counters, caches and the global scenario.
+    /// Back to the state right after start: clock, seeded tokens, usage, failures, expiries,
+    /// recordings, counters, caches and the global scenario.
     pub fn reset(&self) {
         self.clock.reset();
+        self.credentials_mut().reset();
         let now = self.clock.now();
         for a in &self.accounts {
             a.reset(now);

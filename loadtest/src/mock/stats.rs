@@ -1,4 +1,5 @@
-//! Counters the tests and the load harness read back: requests, rejections, streams, bytes.
+//! Counters the tests and the load harness read back: requests, rejections, streams, bytes,
+//! token refreshes and usage polls.
 //!
 //! Hot counters are atomics; the keyed maps sit behind one mutex taken once per request. Control
 //! API calls (`/__mock/...`) are never counted, so reading stats does not move them.
@@ -25,6 +26,14 @@ pub struct MockStats {
     /// Every non-2xx reply on a backend route, by status.
     pub rejected_by_status: BTreeMap<u16, u64>,
     pub bytes_sent: u64,
+    /// `POST /oauth/token` refresh attempts per account, failed ones included. Attempts whose
+    /// refresh token names no account cannot be attributed and show only in `requests_by_route`.
+    #[serde(default)]
+    pub refresh_calls: BTreeMap<String, u64>,
+    /// `GET /backend-api/wham/usage` calls per account (by token, else by `ChatGPT-Account-ID`),
+    /// rejected ones included.
+    #[serde(default)]
+    pub usage_calls: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -32,6 +41,8 @@ struct Keyed {
     by_account: BTreeMap<String, u64>,
     by_route: BTreeMap<String, u64>,
     rejected: BTreeMap<u16, u64>,
+    refresh_calls: BTreeMap<String, u64>,
+    usage_calls: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -56,6 +67,16 @@ impl Stats {
     pub fn account(&self, account_id: &str) {
         let mut k = lock(&self.keyed);
         *k.by_account.entry(account_id.to_string()).or_default() += 1;
+    }
+
+    pub fn refresh_call(&self, account_id: &str) {
+        let mut k = lock(&self.keyed);
+        *k.refresh_calls.entry(account_id.to_string()).or_default() += 1;
+    }
+
+    pub fn usage_call(&self, account_id: &str) {
+        let mut k = lock(&self.keyed);
+        *k.usage_calls.entry(account_id.to_string()).or_default() += 1;
     }
 
     pub fn rejected(&self, status: u16) {
@@ -101,6 +122,8 @@ impl Stats {
             streams_cancelled: self.streams_cancelled.load(Ordering::Relaxed),
             rejected_by_status: k.rejected.clone(),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            refresh_calls: k.refresh_calls.clone(),
+            usage_calls: k.usage_calls.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 use hyper::{HeaderMap, StatusCode};
 use serde_json::Value;
 
+use crate::mock::credentials::AccessDenied;
 use crate::mock::errors;
 use crate::mock::state::Shared;
 
@@ -27,20 +28,26 @@ pub fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<usize, Rejec
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    let Some(account) = token.and_then(|t| shared.account_by_token(t)) else {
-        return Err(Rejection {
-            status: StatusCode::UNAUTHORIZED,
-            body: errors::invalid_api_key(),
-            account: header_account.and_then(|id| shared.account_by_id(id)),
-        });
+    let checked = token.map_or(Err(AccessDenied::Unknown), |t| {
+        shared.credentials().check_access(t, shared.clock.now())
+    });
+    let account = match checked {
+        Ok(a) => a,
+        Err(AccessDenied::Unknown) => {
+            return Err(Rejection {
+                status: StatusCode::UNAUTHORIZED,
+                body: errors::invalid_api_key(),
+                account: header_account.and_then(|id| shared.account_by_id(id)),
+            })
+        }
+        Err(AccessDenied::Expired(a)) => {
+            return Err(Rejection {
+                status: StatusCode::UNAUTHORIZED,
+                body: errors::token_expired(),
+                account: Some(a),
+            })
+        }
     };
-    if shared.accounts[account].token_expired(shared.clock.now()) {
-        return Err(Rejection {
-            status: StatusCode::UNAUTHORIZED,
-            body: errors::token_expired(),
-            account: Some(account),
-        });
-    }
     if header_account != Some(shared.account_id(account)) {
         return Err(Rejection {
             status: StatusCode::FORBIDDEN,

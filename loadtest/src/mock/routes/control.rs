@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::read_body;
+use crate::mock::accounts::UsageMode;
 use crate::mock::body::MockBody;
 use crate::mock::errors;
-use crate::mock::jwt::auth_json;
+use crate::mock::reply::plain_json as json_reply;
 use crate::mock::scenario::Scenario;
 use crate::mock::state::Shared;
 
@@ -35,6 +36,26 @@ fn one() -> u32 {
 struct UsageReq {
     primary: f64,
     secondary: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountReq {
+    #[serde(default = "one")]
+    count: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyReq {
+    ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageModeReq {
+    /// `401`/`"401"`, `402`, `403`, `404`, `500`, `"deactivated"`, or `null` to answer again.
+    mode: Value,
 }
 
 #[derive(Deserialize)]
@@ -92,14 +113,12 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
             ok()
         }
         (&Method::GET, ["accounts"]) => {
-            let list: Vec<Value> = shared
-                .accounts
-                .iter()
-                .map(|a| {
-                    let mut v = json!(a.seed);
-                    let auth: Value = serde_json::from_str(&auth_json(&a.seed, shared.issued_at))
-                        .unwrap_or(Value::Null);
-                    v["auth_json"] = auth;
+            let creds = shared.credentials();
+            let list: Vec<Value> = (0..shared.accounts.len())
+                .map(|i| {
+                    let mut v = json!(creds.tokens(i));
+                    v["auth_json"] =
+                        serde_json::from_str(&creds.auth_json(i)).unwrap_or(Value::Null);
                     v
                 })
                 .collect();
@@ -119,7 +138,21 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
                     let u: UsageReq = parse(body)?;
                     acct.set_used_percent(u.primary, u.secondary, shared.clock.now());
                 }
-                "expire" => acct.expire(),
+                "expire" => shared.credentials_mut().expire_access(a),
+                "expire-refresh" => shared.credentials_mut().expire_refresh(a),
+                "revoke-refresh" => shared.credentials_mut().revoke_refresh(a),
+                "fail-refresh" => {
+                    let c: CountReq = parse(if body.is_empty() { b"{}" } else { body })?;
+                    shared.credentials_mut().fail_refresh(a, c.count);
+                }
+                "refresh-latency" => {
+                    let l: LatencyReq = parse(body)?;
+                    shared.credentials_mut().set_refresh_latency(a, l.ms);
+                }
+                "usage-mode" => {
+                    let m: UsageModeReq = parse(body)?;
+                    acct.set_usage_mode(usage_mode(&m.mode)?);
+                }
                 _ => return Err(not_found(method, seg)),
             }
             ok()
@@ -160,6 +193,20 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
     }
 }
 
+fn usage_mode(v: &Value) -> Result<Option<UsageMode>, (StatusCode, String)> {
+    let text = match v {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => {
+            return Err(bad(&format!(
+                "usage mode must be a status, a name or null, not {other}"
+            )))
+        }
+    };
+    text.parse().map(Some).map_err(|e: String| bad(&e))
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, (StatusCode, String)> {
     serde_json::from_slice(body).map_err(|e| bad(&format!("invalid control body: {e}")))
 }
@@ -177,12 +224,4 @@ fn not_found(method: &Method, seg: &[&str]) -> (StatusCode, String) {
         StatusCode::NOT_FOUND,
         format!("Unknown control route: {method} /__mock/{}", seg.join("/")),
     )
-}
-
-fn json_reply(status: StatusCode, v: &Value) -> Response<MockBody> {
-    let mut r = Response::new(MockBody::full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
 }

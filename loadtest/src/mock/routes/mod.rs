@@ -1,14 +1,16 @@
 //! Request routing and the steps every backend request shares: count it, authenticate it,
 //! read its body, and (last, on every path) count the reply.
 //!
-//! Backend routes live under `/backend-api` like upstream's; the mock-only control API lives
-//! under `/__mock/`. New upstream endpoints (usage, OAuth, compaction, WebSocket) get a module
-//! here and a line in [`handle`].
+//! Backend routes live under `/backend-api` like upstream's; the OAuth token endpoint sits at
+//! the origin, as the issuer's does; the mock-only control API lives under `/__mock/`. New
+//! upstream endpoints (compaction, WebSocket) get a module here and a line in [`handle`].
 
 mod auth;
 mod control;
 mod models;
+mod oauth;
 mod responses;
+mod usage;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,12 +41,16 @@ pub async fn handle(
     let route = match (req.method(), path.as_str()) {
         (&Method::POST, RESPONSES_PATH) => "POST /backend-api/codex/responses",
         (&Method::GET, MODELS_PATH) => "GET /backend-api/codex/models",
+        (&Method::GET, usage::USAGE_PATH) => "GET /backend-api/wham/usage",
+        (&Method::POST, oauth::TOKEN_PATH) => "POST /oauth/token",
         _ => "not_found",
     };
     shared.stats.request(route);
     let resp = match route {
         "POST /backend-api/codex/responses" => responses::handle(&shared, conn, req).await,
         "GET /backend-api/codex/models" => models::handle(&shared, req),
+        "GET /backend-api/wham/usage" => usage::handle(&shared, req),
+        "POST /oauth/token" => oauth::handle(&shared, req).await,
         _ => {
             let ctx = ReplyCtx::from_request(&shared, req.headers());
             let body = errors::not_found(req.method().as_str(), &path);

@@ -99,7 +99,7 @@ pub async fn handle(
         return ctx.json(
             shared,
             code,
-            &errors::injected(status, &acct.seed.plan_type, &shown),
+            &errors::injected(status, &acct.plan_type, &shown),
         );
     }
 
@@ -142,7 +142,7 @@ pub async fn handle(
         return ctx.json(
             shared,
             StatusCode::TOO_MANY_REQUESTS,
-            &errors::usage_limit_reached(&acct.seed.plan_type, &usage),
+            &errors::usage_limit_reached(&acct.plan_type, &usage),
         );
     }
     ctx.usage = Some(usage);
