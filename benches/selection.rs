@@ -55,6 +55,7 @@ fn fixture(n: usize) -> Fixture {
                     }),
                     secondary: None,
                     plan_type: None,
+                    observed_ms: 0,
                 },
                 cap_primary_percent: Some(90.0),
                 cap_secondary_percent: None,

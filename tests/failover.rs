@@ -18,10 +18,10 @@ fn requests_spread_over_both_accounts() {
     for _ in 0..8 {
         assert_eq!(env.turn(&turn_body("spread"), &[]).status, 200);
     }
-    let stats = env.mock.stats();
+    let turns = env.turns_by_account();
     let counts: Vec<u64> = account_ids(&env)
         .iter()
-        .map(|a| stats.requests_by_account.get(a).copied().unwrap_or(0))
+        .map(|a| turns.get(a).copied().unwrap_or(0))
         .collect();
     assert!(counts.iter().all(|c| *c >= 2), "uneven spread: {counts:?}");
     let both = env.wait_for(std::time::Duration::from_secs(2), |e| {
@@ -93,14 +93,11 @@ fn a_429_on_one_account_fails_over_and_blocks_it_pool_wide() {
         .expect("account shown as blocked");
     assert!(blocked > codex_lb::accounts::now_unix());
     // While blocked, every turn goes to the other account: the mock sees no more requests for it.
-    let before = env.mock.stats().requests_by_account.get(&failing).copied();
+    let before = env.turns_by_account().get(&failing).copied();
     for _ in 0..4 {
         assert_eq!(env.turn(&turn_body("after block"), &[]).status, 200);
     }
-    assert_eq!(
-        env.mock.stats().requests_by_account.get(&failing).copied(),
-        before
-    );
+    assert_eq!(env.turns_by_account().get(&failing).copied(), before);
 }
 
 #[test]
@@ -164,7 +161,7 @@ fn non_retryable_upstream_errors_are_relayed_as_they_are() {
     // Rate-limit headers of the upstream reply reach the client.
     assert!(reply.header("x-codex-primary-used-percent").is_some());
     // Only one account was tried: a 400 is the request's fault, not the account's.
-    let total: u64 = env.mock.stats().requests_by_account.values().sum();
+    let total: u64 = env.turns_by_account().values().sum();
     assert_eq!(total, 1);
 }
 

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use common::{turn_body, turn_body_in, Env};
 
 fn per_account(env: &Env) -> BTreeMap<String, u64> {
-    env.mock
-        .stats()
-        .requests_by_account
+    env.turns_by_account()
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect()

@@ -27,6 +27,17 @@ pub struct QuotaReading {
     /// The weekly window.
     pub secondary: Option<Window>,
     pub plan_type: Option<String>,
+    /// When the reading was taken (unix milliseconds): readings can arrive out of order (a slow
+    /// reply's headers after a newer poll), and the newest wins.
+    #[serde(default)]
+    pub observed_ms: u64,
+}
+
+/// Now, in unix milliseconds, for `QuotaReading::observed_ms`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl QuotaReading {
@@ -138,6 +149,7 @@ pub fn from_headers<'a>(
     let reading = QuotaReading {
         primary: window(p.used, p.minutes, p.reset_at, p.reset_after, now),
         secondary: window(s.used, s.minutes, s.reset_at, s.reset_after, now),
+        observed_ms: now_ms(),
         plan_type: plan,
     }
     .normalized();
@@ -185,6 +197,7 @@ pub fn from_rate_limits_event(data: &[u8], now: u64) -> Option<QuotaReading> {
         secondary: limits
             .get("secondary")
             .and_then(|w| json_window(w, now, false)),
+        observed_ms: now_ms(),
         plan_type: v
             .get("plan_type")
             .and_then(Value::as_str)
@@ -205,6 +218,7 @@ pub fn from_usage_payload(data: &[u8], now: u64) -> Option<QuotaReading> {
         secondary: limits
             .get("secondary_window")
             .and_then(|w| json_window(w, now, true)),
+        observed_ms: now_ms(),
         plan_type: v
             .get("plan_type")
             .and_then(Value::as_str)

@@ -321,6 +321,7 @@ mod tests {
                 }),
                 secondary: None,
                 plan_type: None,
+                observed_ms: 0,
             },
             cap_primary_percent: None,
             cap_secondary_percent: None,

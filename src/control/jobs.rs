@@ -43,8 +43,11 @@ pub enum RefreshOutcome {
     Refreshed(Tokens),
     /// The refresh token is spent, expired or revoked: someone must sign in again.
     Permanent(String),
-    /// Network trouble or a 5xx: try again later.
+    /// Network trouble before the request left, or a 5xx: try again later.
     Transient(String),
+    /// The request left but no answer came back: the refresh token may be spent, and replaying
+    /// it could trip the issuer's reuse detection. Never retried.
+    Uncertain(String),
 }
 
 #[derive(Debug)]
@@ -57,8 +60,15 @@ pub enum UsageOutcome {
 
 #[derive(Debug)]
 pub enum JobResult {
-    Refresh { id: String, outcome: RefreshOutcome },
-    Usage { id: String, outcome: UsageOutcome },
+    Refresh {
+        id: String,
+        outcome: RefreshOutcome,
+    },
+    Usage {
+        id: String,
+        token: u64,
+        outcome: UsageOutcome,
+    },
 }
 
 struct Endpoints {
@@ -115,6 +125,7 @@ async fn run(ep: &Endpoints, job: Job) -> JobResult {
             authorization,
             account_header,
         } => JobResult::Usage {
+            token: super::token_hash(&authorization),
             outcome: poll_usage(ep, &authorization, account_header.as_ref()).await,
             id,
         },
@@ -178,8 +189,9 @@ async fn refresh(ep: &Endpoints, refresh_token: &str) -> RefreshOutcome {
         .await
     {
         Ok(r) => r,
+        Err(e) if e.before_sending() => return RefreshOutcome::Transient(e.to_string()),
         // Once sent, a refresh is never replayed blindly: the old token may already be spent.
-        Err(e) => return RefreshOutcome::Transient(e.to_string()),
+        Err(e) => return RefreshOutcome::Uncertain(e.to_string()),
     };
     if reply.status == 200 {
         return match serde_json::from_slice::<TokenReply>(&reply.body) {

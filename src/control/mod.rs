@@ -72,9 +72,12 @@ pub enum Observation {
         id: Arc<str>,
         reading: QuotaReading,
     },
-    /// The upstream refused the account's token (401).
+    /// The upstream refused the account's token (401). `token` is `token_hash` of the
+    /// `Authorization` value that was refused, so a refusal of a token already replaced is
+    /// recognised as stale.
     AuthFailed {
         id: Arc<str>,
+        token: u64,
     },
 }
 
@@ -153,6 +156,8 @@ struct Entry {
     quota: QuotaReading,
     refreshing: bool,
     refresh_wanted: bool,
+    /// A refresh went out and its answer was lost: the stored refresh token may be spent.
+    refresh_uncertain: bool,
     last_refresh_ok: Option<Instant>,
     next_refresh_try: Option<Instant>,
     polling: bool,
@@ -168,6 +173,7 @@ impl Entry {
             quota: QuotaReading::default(),
             refreshing: false,
             refresh_wanted: false,
+            refresh_uncertain: false,
             last_refresh_ok: None,
             next_refresh_try: None,
             polling: false,
@@ -177,6 +183,7 @@ impl Entry {
 
     fn needs_refresh(&self, now: u64, at: Instant) -> bool {
         if self.refreshing
+            || self.refresh_uncertain
             || self.record.status != AccountStatus::Active
             || self.tokens.refresh_token.is_empty()
         {
@@ -445,8 +452,23 @@ impl Control {
                 }
             }
             Observation::Quota { id, reading } => self.merge_quota(&id, reading),
-            Observation::AuthFailed { id } => {
+            Observation::AuthFailed { id, token } => {
                 if let Some(e) = self.entries.get_mut(&*id) {
+                    if token != token_hash(format!("Bearer {}", e.tokens.access_token).as_bytes()) {
+                        // Refused with a token that has been replaced since: nothing to do.
+                        return;
+                    }
+                    if e.refresh_uncertain {
+                        e.record.status = AccountStatus::ReauthRequired;
+                        e.record.status_reason = Some(
+                            "token refused and its last refresh went unanswered; sign in again"
+                                .into(),
+                        );
+                        tracing::warn!(account = %id, "token refused after an unanswered refresh; account needs a new sign-in");
+                        let _ = self.persist(&id);
+                        self.publish();
+                        return;
+                    }
                     if e.last_refresh_ok
                         .is_some_and(|t| t.elapsed() < REFRESH_GRACE)
                     {
@@ -473,6 +495,10 @@ impl Control {
         let Some(e) = self.entries.get_mut(id) else {
             return;
         };
+        if reading.observed_ms < e.quota.observed_ms {
+            // Older than what is known (a slow reply's headers after a newer poll).
+            return;
+        }
         let mut merged = reading;
         merged.primary = merged.primary.or(e.quota.primary);
         merged.secondary = merged.secondary.or(e.quota.secondary);
@@ -500,6 +526,11 @@ impl Control {
             _ => {}
         }
         if e.quota != merged {
+            // Workers route on this (caps, weights): a real move goes out at once, drift
+            // (fractions of a percent) with the next tick.
+            let moved =
+                (e.quota.max_used().unwrap_or(0.0) - merged.max_used().unwrap_or(0.0)).abs() >= 0.5;
+            changed |= moved;
             e.quota = merged;
             self.quota_dirty = true;
             self.dirty = true;
@@ -543,13 +574,20 @@ impl Control {
                         let _ = self.persist(&id);
                         self.publish();
                     }
+                    RefreshOutcome::Uncertain(reason) => {
+                        // Keep serving with the current access token while it lasts; a 401 then
+                        // means the account needs a new sign-in.
+                        e.refresh_uncertain = true;
+                        e.refresh_wanted = false;
+                        tracing::warn!(account = %id, reason, "token refresh sent but unanswered; not replaying it");
+                    }
                     RefreshOutcome::Transient(reason) => {
                         e.next_refresh_try = Some(Instant::now() + REFRESH_RETRY);
                         tracing::warn!(account = %id, reason, "token refresh failed; will retry");
                     }
                 }
             }
-            JobResult::Usage { id, outcome } => {
+            JobResult::Usage { id, token, outcome } => {
                 if let Some(e) = self.entries.get_mut(&id) {
                     e.polling = false;
                 }
@@ -557,6 +595,7 @@ impl Control {
                     UsageOutcome::Reading(r) => self.merge_quota(&id, r),
                     UsageOutcome::Unauthorized => self.observe(Observation::AuthFailed {
                         id: Arc::from(id.as_str()),
+                        token,
                     }),
                     UsageOutcome::Deactivated(reason) => {
                         if let Some(e) = self.entries.get_mut(&id) {
@@ -660,6 +699,11 @@ impl Control {
         }
         self.persist_quota(true);
     }
+}
+
+/// Identifies an `Authorization` value without keeping the token itself.
+pub fn token_hash(authorization: &[u8]) -> u64 {
+    crate::accounts::strategy::hash_str(&String::from_utf8_lossy(authorization))
 }
 
 /// Resolves a host (blocking; control and jobs threads and start-up only).

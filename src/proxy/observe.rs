@@ -53,8 +53,16 @@ pub fn quota(w: &Worker, id: &Arc<str>, reading: QuotaReading) {
     );
 }
 
-pub fn auth_failed(w: &Worker, id: &Arc<str>) {
-    send(w, Observation::AuthFailed { id: Arc::clone(id) });
+/// The upstream refused `authorization` for this account.
+pub fn auth_failed(w: &Worker, id: &Arc<str>, authorization: &[u8]) {
+    let token = crate::control::token_hash(authorization);
+    send(
+        w,
+        Observation::AuthFailed {
+            id: Arc::clone(id),
+            token,
+        },
+    );
 }
 
 pub fn send(w: &Worker, obs: Observation) {

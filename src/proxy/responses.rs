@@ -366,7 +366,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// After a 401: asks the control thread for a refresh and waits until the account's token
 /// changes (refreshed) or it leaves rotation. Returns true when the request may try again.
 async fn await_refresh(w: &Worker, account: &AccountView) -> bool {
-    observe::auth_failed(w, &account.id);
+    observe::auth_failed(w, &account.id, &account.authorization);
     let deadline = Instant::now() + REFRESH_WAIT;
     while Instant::now() < deadline {
         monoio::time::sleep(POLL).await;
@@ -751,16 +751,7 @@ async fn relay_success(
     mut rec: Record,
 ) -> bool {
     rec.status = ex.head.status;
-    let r = relay(
-        w,
-        client,
-        ex,
-        account,
-        http11,
-        keep_alive,
-        rec.started,
-    )
-    .await;
+    let r = relay(w, client, ex, account, http11, keep_alive, rec.started).await;
     if let Some(reading) = r.facts.rate_limits.clone() {
         observe::quota(w, account, reading);
     }

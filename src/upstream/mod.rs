@@ -45,6 +45,17 @@ impl UpstreamError {
         matches!(self, UpstreamError::Io(_) | UpstreamError::Closed)
     }
 
+    /// Failures that happened before any byte of the request left (no server saw it).
+    pub fn before_sending(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::NoAddress
+                | UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout
+                | UpstreamError::Tls(_)
+        )
+    }
+
     /// A short code for logs and the request log.
     pub fn code(&self) -> &'static str {
         match self {

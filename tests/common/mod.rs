@@ -33,11 +33,19 @@ impl Env {
     }
 
     pub fn start_with(accounts: usize, tweak: impl FnOnce(&mut Settings)) -> Env {
-        let mock = MockUpstream::start(MockConfig {
-            accounts,
-            ..MockConfig::default()
-        })
-        .expect("mock starts");
+        Self::start_custom(
+            MockConfig {
+                accounts,
+                ..MockConfig::default()
+            },
+            tweak,
+        )
+    }
+
+    /// A mock built from `cfg` and a gateway with all its accounts imported.
+    pub fn start_custom(cfg: MockConfig, tweak: impl FnOnce(&mut Settings)) -> Env {
+        let accounts = cfg.accounts;
+        let mock = MockUpstream::start(cfg).expect("mock starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = settings_for(dir.path().join("data"), &mock);
         tweak(&mut settings);
@@ -127,6 +135,20 @@ impl Env {
             headers,
             body,
         }
+    }
+
+    /// Turns the mock served per account (its per-account count less the gateway's usage polls).
+    pub fn turns_by_account(&self) -> std::collections::BTreeMap<String, u64> {
+        let st = self.mock.stats();
+        st.requests_by_account
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    n.saturating_sub(st.usage_calls.get(k).copied().unwrap_or(0)),
+                )
+            })
+            .collect()
     }
 
     pub fn summary(&self) -> Value {
