@@ -56,8 +56,13 @@ pub struct PickRequest<'a> {
 #[derive(Debug)]
 pub enum Pick {
     Account(Arc<AccountView>),
-    /// No active account is configured at all.
-    NoAccounts,
+    /// No account is active: none configured, or all paused, waiting for a sign-in or
+    /// deactivated (the counts say which).
+    NoAccounts {
+        paused: usize,
+        reauth: usize,
+        deactivated: usize,
+    },
     /// Every active account is past its usage limit; the earliest reset, unix seconds.
     AllUsageLimited {
         resets_at: u64,
@@ -182,7 +187,12 @@ impl CoreAccounts {
             .filter(|(a, _)| a.status == AccountStatus::Active)
             .collect();
         if active.is_empty() {
-            return Pick::NoAccounts;
+            let count = |st: AccountStatus| snap.accounts.iter().filter(|a| a.status == st).count();
+            return Pick::NoAccounts {
+                paused: count(AccountStatus::Paused),
+                reauth: count(AccountStatus::ReauthRequired),
+                deactivated: count(AccountStatus::Deactivated),
+            };
         }
         let limited: Vec<u64> = active
             .iter()
@@ -588,7 +598,7 @@ mod tests {
         let empty = snap(Strategy::CapacityWeighted, vec![]);
         assert!(matches!(
             c.pick(&empty, PickRequest::default(), now, 1),
-            Pick::NoAccounts
+            Pick::NoAccounts { paused: 0, .. }
         ));
         let mut capped = view("x", 95.0, None);
         capped.cap_primary_percent = Some(90.0);

@@ -669,13 +669,26 @@ fn exhausted_error(
         e
     };
     match pick {
-        Pick::NoAccounts => {
-            return Some(ApiError::new(
-                503,
-                "server_error",
-                "no_accounts",
-                "No active accounts available",
-            ));
+        Pick::NoAccounts {
+            paused,
+            reauth,
+            deactivated,
+        } => {
+            let why: Vec<String> = [
+                (*paused, "paused"),
+                (*reauth, "need a new sign-in"),
+                (*deactivated, "deactivated"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+            let message = if why.is_empty() {
+                "No active accounts available: add one with `codex-lb accounts import`".to_string()
+            } else {
+                format!("No active accounts available ({})", why.join(", "))
+            };
+            return Some(ApiError::new(503, "server_error", "no_accounts", message));
         }
         Pick::AllCapped => {
             return Some(ApiError::new(
@@ -925,9 +938,18 @@ mod tests {
         let mixed = vec![limited[0].clone(), Failure::Transient];
         assert!(exhausted_error(&Pick::NoneAvailable, &mixed, true, None).is_none());
         assert_eq!(
-            exhausted_error(&Pick::NoAccounts, &[], false, None)
-                .unwrap()
-                .status,
+            exhausted_error(
+                &Pick::NoAccounts {
+                    paused: 1,
+                    reauth: 0,
+                    deactivated: 0
+                },
+                &[],
+                false,
+                None
+            )
+            .unwrap()
+            .status,
             503
         );
     }
