@@ -28,4 +28,5 @@ fi
 export CODEX_LB_CODEX_BIN="$PWD/$codex"
 
 cargo test --workspace --all-targets
-CODEX_LB_TEST_DRIVER=legacy cargo test -p codex-lb --tests
+# Same package selection as above, so nothing is rebuilt for the second pass.
+CODEX_LB_TEST_DRIVER=legacy cargo test --workspace --tests

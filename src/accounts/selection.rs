@@ -15,6 +15,9 @@ use std::time::Instant;
 use super::strategy::{hash_str, mix, rendezvous_score, Strategy};
 use super::{AccountStatus, AccountView, AccountsSnapshot, BlockReason};
 
+/// Conversations remembered per worker to count moves.
+const RECENT_CONVERSATIONS: usize = 8192;
+
 #[derive(Debug)]
 struct Slot {
     id: Arc<str>,
@@ -80,6 +83,10 @@ pub enum Pick {
 #[derive(Debug)]
 pub struct CoreAccounts {
     slots: Vec<Slot>,
+    /// The last pick sent a conversation to another account than its previous turn.
+    last_pick_moved: bool,
+    /// Conversation key → the account its last turn went to (bounded; cleared when full).
+    recent: HashMap<u64, Arc<str>>,
     seen_version: u64,
     rotation: usize,
     rng: u64,
@@ -95,6 +102,8 @@ impl CoreAccounts {
     pub fn new(seed: u64) -> Self {
         CoreAccounts {
             slots: Vec::new(),
+            last_pick_moved: false,
+            recent: HashMap::new(),
             seen_version: u64::MAX,
             rotation: 0,
             rng: mix(seed ^ 0x9e37_79b9_7f4a_7c15) | 1,
@@ -236,13 +245,28 @@ impl CoreAccounts {
                 .min_by_key(|&i| account(i).map(|a| strategy.order_key(a, i)));
         }
         if let Some(key) = sticky_key {
-            return candidates.iter().copied().max_by(|&i, &j| {
-                let score = |k: usize| {
-                    let w = account(k).map_or(1.0, |a| strategy.weight(a));
-                    rendezvous_score(key, self.slots.get(k).map_or(0, |s| s.hash), w)
-                };
-                score(i).total_cmp(&score(j))
-            });
+            let score = |k: usize| {
+                let w = account(k).map_or(1.0, |a| strategy.weight(a));
+                rendezvous_score(key, self.slots.get(k).map_or(0, |s| s.hash), w)
+            };
+            let best = |it: &mut dyn Iterator<Item = usize>| {
+                it.max_by(|&i, &j| score(i).total_cmp(&score(j)))
+            };
+            let chosen = best(&mut candidates.iter().copied());
+            // A conversation that lands on another account than its last one on this worker has
+            // moved (its prompt cache stays behind).
+            if let Some(id) = chosen
+                .and_then(|i| self.slots.get(i))
+                .map(|sl| Arc::clone(&sl.id))
+            {
+                if self.recent.len() >= RECENT_CONVERSATIONS {
+                    self.recent.clear();
+                }
+                if let Some(prev) = self.recent.insert(key, Arc::clone(&id)) {
+                    self.last_pick_moved = prev != id;
+                }
+            }
+            return chosen;
         }
         match strategy {
             Strategy::RoundRobin => {
@@ -275,6 +299,11 @@ impl CoreAccounts {
 
     fn slot_mut(&mut self, id: &str) -> Option<&mut Slot> {
         self.slots.iter_mut().find(|s| &*s.id == id)
+    }
+
+    /// Whether the last pick moved a conversation off its home account (and clears it).
+    pub fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.last_pick_moved)
     }
 
     pub fn begin(&mut self, id: &Arc<str>) {

@@ -150,6 +150,7 @@ pub async fn relay(
     };
     let mut ticker = monoio::time::interval(TICK);
     let mut last_byte = Instant::now();
+    let mut delivered = false;
 
     let end = loop {
         if remaining == Some(0) {
@@ -285,6 +286,10 @@ pub async fn relay(
             }
             result.ttfb.get_or_insert_with(|| started.elapsed());
         }
+        if !gone && result.facts.terminal.is_some() {
+            // The client has the terminal event: whatever happens next, its response is whole.
+            delivered = true;
+        }
         if gone {
             break End::ClientGone;
         }
@@ -315,6 +320,13 @@ pub async fn relay(
                 "server_shutting_down",
                 "the gateway is shutting down; retry the request".to_string(),
             ))
+        }
+        // Clients may hang up as soon as they have the terminal event (the Codex CLI does),
+        // before the body's last chunk: that response was delivered, not cancelled.
+        End::ClientGone if delivered => {
+            result.outcome = result.facts.terminal.unwrap_or(Outcome::Completed);
+            result.error_code = result.facts.error_code.clone();
+            return result;
         }
         End::ClientGone => {
             result.outcome = Outcome::Cancelled;
@@ -370,7 +382,10 @@ pub async fn relay(
         .write(Bytes::from(tail), settings.client_write_timeout)
         .await;
     result.client_reusable = wrote.is_ok() && chunked_out && keep_alive && !shutting_down;
-    if matches!(wrote, Err(WriteError::Closed | WriteError::Timeout)) && failure.is_none() {
+    if matches!(wrote, Err(WriteError::Closed | WriteError::Timeout))
+        && failure.is_none()
+        && !delivered
+    {
         result.outcome = Outcome::Cancelled;
     }
     if upstream_clean && failure.is_none() && remaining.is_none_or(|r| r == 0) {

@@ -571,6 +571,9 @@ async fn pick_account(w: &Worker, route: &Routing, excluded: &[Arc<str>]) -> Pic
                 .borrow_mut()
                 .pick(&snap, req, Instant::now(), now_unix())
         };
+        if w.accounts.borrow_mut().take_moved() {
+            inc(&w.metrics.sticky_moves);
+        }
         if !matches!(pick, Pick::AllBusy) || Instant::now() >= deadline {
             return pick;
         }

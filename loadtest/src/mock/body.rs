@@ -101,6 +101,8 @@ pub struct SseBody {
     plan: Plan,
     pos: usize,
     ttfb: Duration,
+    tail: Duration,
+    tail_slept: bool,
     delay: Duration,
     jitter_ms: u64,
     rng: u64,
@@ -138,6 +140,8 @@ impl SseBody {
             plan,
             pos: 0,
             ttfb: Duration::from_millis(sc.ttfb_ms),
+            tail: Duration::from_millis(sc.tail_delay_ms),
+            tail_slept: false,
             // One coalesced write cannot be paced.
             delay: if mode == WriteMode::Coalesce {
                 Duration::ZERO
@@ -242,6 +246,10 @@ impl SseBody {
                 continue;
             }
             match self.plan.end {
+                End::Clean if !self.tail_slept && !self.tail.is_zero() => {
+                    self.tail_slept = true;
+                    self.sleep = Some(Box::pin(tokio::time::sleep(self.tail)));
+                }
                 End::Clean => {
                     self.finish();
                     return Poll::Ready(None);

@@ -46,6 +46,9 @@ pub struct Scenario {
     pub head_delay_ms: u64,
     /// Pause after the head, before the first event.
     pub ttfb_ms: u64,
+    /// Pause after the last event, before the body ends (the chunked terminator): a client that
+    /// stops reading at `response.completed` hangs up in between.
+    pub tail_delay_ms: u64,
     /// Emit a reasoning item before the answer.
     pub reasoning: bool,
     /// Reasoning tokens reported in usage (only when `reasoning`).
@@ -83,6 +86,7 @@ impl Default for Scenario {
             jitter_ms: 0,
             head_delay_ms: 0,
             ttfb_ms: 0,
+            tail_delay_ms: 0,
             reasoning: true,
             reasoning_tokens: 16,
             tool_call: false,
