@@ -41,7 +41,9 @@ fn a_conversation_stays_on_one_account_and_moves_once_when_it_is_limited() {
         "the limited account saw only the refused turn"
     );
     // One move, counted by each worker that carried the conversation (two here).
-    let moves = env.get_json("/health")["metrics"]["sticky_moves"].as_u64().unwrap();
+    let moves = env.get_json("/health")["metrics"]["sticky_moves"]
+        .as_u64()
+        .unwrap();
     assert!((1..=2).contains(&moves), "sticky moves counted: {moves}");
 }
 
