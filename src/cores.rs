@@ -38,6 +38,8 @@ const DRAIN_SLACK: Duration = Duration::from_secs(2);
 const CONTROL_CHANNEL: usize = 4096;
 const LEDGER_QUERY_CHANNEL: usize = 256;
 const JOBS_CHANNEL: usize = 4096;
+/// How long start-up waits for a data dir still held by a gateway that just stopped.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -83,7 +85,7 @@ impl ShutdownHandle {
 
 impl Gateway {
     pub fn start(settings: Settings) -> Result<Gateway, StartError> {
-        let store = Store::open(&settings.data_dir)?;
+        let store = Store::open_waiting(&settings.data_dir, STORE_LOCK_WAIT)?;
         if settings.listen.port() != 0 {
             // A bind without SO_REUSEPORT fails if anyone listens here, reuse-port or not.
             match std::net::TcpListener::bind(settings.listen) {

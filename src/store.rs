@@ -49,6 +49,22 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the data dir, waiting up to `wait` for a previous holder to let go (sled releases
+    /// its lock from a background thread shortly after the last handle is dropped, so a restart
+    /// right after a stop can find it still held).
+    pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(dir) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Opens the data dir; `Locked` at once when another handle holds it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
