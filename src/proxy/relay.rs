@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::client::{ClientConn, WriteError};
+use super::client::ClientConn;
 use super::events::StreamFacts;
 use crate::http::chunked::{chunk_header, ChunkedDecoder, Completion, LAST_CHUNK};
 use crate::http::error_body::response_failed_event;
@@ -39,8 +39,12 @@ pub struct RelayResult {
     pub error_code: Option<String>,
     pub response_bytes: u64,
     pub ttfb: Option<Duration>,
-    /// The client connection may serve another request.
+    /// The client connection may serve another request (once `tail` is written).
     pub client_reusable: bool,
+    /// The end of the body still to write: padding of a torn chunk, a failure event, the last
+    /// chunk. Left to the caller so that the request is recorded before the client can see its
+    /// response end (a client reading its usage right after gets it counted).
+    pub tail: Option<Bytes>,
 }
 
 enum End {
@@ -99,6 +103,7 @@ pub async fn relay(
         response_bytes: 0,
         ttfb: None,
         client_reusable: false,
+        tail: None,
     };
 
     let mut head = Vec::with_capacity(512);
@@ -378,16 +383,8 @@ pub async fn relay(
     if chunked_out {
         tail.extend_from_slice(LAST_CHUNK);
     }
-    let wrote = client
-        .write(Bytes::from(tail), settings.client_write_timeout)
-        .await;
-    result.client_reusable = wrote.is_ok() && chunked_out && keep_alive && !shutting_down;
-    if matches!(wrote, Err(WriteError::Closed | WriteError::Timeout))
-        && failure.is_none()
-        && !delivered
-    {
-        result.outcome = Outcome::Cancelled;
-    }
+    result.tail = (!tail.is_empty()).then(|| Bytes::from(tail));
+    result.client_reusable = chunked_out && keep_alive && !shutting_down;
     if upstream_clean && failure.is_none() && remaining.is_none_or(|r| r == 0) {
         w.pool.borrow_mut().put(ex.conn, Instant::now());
     }

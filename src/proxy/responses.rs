@@ -785,7 +785,15 @@ async fn relay_success(
         rec.model = r.facts.model;
     }
     record(w, rec);
-    r.client_reusable
+    match r.tail {
+        Some(tail) => {
+            let written = client
+                .write(tail, w.shared.settings.client_write_timeout)
+                .await;
+            written.is_ok() && r.client_reusable
+        }
+        None => r.client_reusable,
+    }
 }
 
 async fn relay_error_reply(
