@@ -32,6 +32,8 @@ pub const DEFAULT_FAILOVER_ATTEMPTS: usize = 3;
 pub const DEFAULT_MODELS_CACHE_TTL: &str = "300s";
 pub const DEFAULT_CLIENT_VERSION: &str = "0.169.0";
 pub const DEFAULT_AUTH_BASE_URL: &str = "https://auth.openai.com";
+pub const DEFAULT_OAUTH_CALLBACK_PORT: u16 = 1455;
+pub const DEFAULT_LOGIN_TIMEOUT: &str = "10m";
 pub const DEFAULT_USAGE_POLL_INTERVAL: &str = "60s";
 pub const DEFAULT_ACCOUNT_MAX_STREAMS: usize = 0;
 
@@ -41,6 +43,21 @@ pub enum DriverChoice {
     Auto,
     Uring,
     Legacy,
+}
+
+/// Where sign-ins and token refreshes go; shared by `serve` and `accounts login`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// OAuth issuer (sign-in and token refresh).
+    #[arg(long, env = "CODEX_LB_AUTH_BASE_URL", default_value = DEFAULT_AUTH_BASE_URL)]
+    pub auth_base_url: String,
+    /// Port of the browser sign-in callback (`http://localhost:<port>/auth/callback`). The issuer
+    /// accepts 1455 and 1457; it is listened on only while a sign-in is pending.
+    #[arg(long, env = "CODEX_LB_OAUTH_CALLBACK_PORT", default_value_t = DEFAULT_OAUTH_CALLBACK_PORT)]
+    pub oauth_callback_port: u16,
+    /// How long a browser sign-in may stay pending (device sign-ins last as long as their code).
+    #[arg(long, env = "CODEX_LB_LOGIN_TIMEOUT", default_value = DEFAULT_LOGIN_TIMEOUT, value_parser = parse_duration)]
+    pub login_timeout: Duration,
 }
 
 /// Flags and environment for `codex-lb serve`.
@@ -102,9 +119,8 @@ pub struct ServeArgs {
     /// How long a fetched model catalog is reused.
     #[arg(long, env = "CODEX_LB_MODELS_CACHE_TTL", default_value = DEFAULT_MODELS_CACHE_TTL, value_parser = parse_duration)]
     pub models_cache_ttl: Duration,
-    /// OAuth issuer used to refresh account tokens.
-    #[arg(long, env = "CODEX_LB_AUTH_BASE_URL", default_value = DEFAULT_AUTH_BASE_URL)]
-    pub auth_base_url: String,
+    #[command(flatten)]
+    pub login: LoginArgs,
     /// Routing strategy at start (switchable at run time through the admin API; the last choice
     /// is kept in the data dir and used when this is not given).
     #[arg(long, env = "CODEX_LB_STRATEGY", value_enum)]
@@ -234,6 +250,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub upstream: UpstreamUrl,
     pub auth_base: UpstreamUrl,
+    /// The issuer URL as given, for links shown to people.
+    pub auth_base_url: String,
+    pub oauth_callback_port: u16,
+    pub login_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
     pub strategy: Option<crate::accounts::strategy::Strategy>,
     pub account_max_streams: usize,
@@ -285,7 +305,10 @@ impl Settings {
             listen: a.target.listen,
             data_dir: a.target.resolved_data_dir(),
             upstream,
-            auth_base: UpstreamUrl::parse(&a.auth_base_url)?,
+            auth_base: UpstreamUrl::parse(&a.login.auth_base_url)?,
+            auth_base_url: a.login.auth_base_url.trim_end_matches('/').to_string(),
+            oauth_callback_port: a.login.oauth_callback_port,
+            login_timeout: a.login.login_timeout,
             upstream_ca_file: a.upstream_ca_file.clone(),
             strategy: a.strategy,
             account_max_streams: a.account_max_streams,
@@ -326,11 +349,13 @@ impl Settings {
         args.target.data_dir = Some(data_dir);
         args.upstream_base_url = upstream_base_url.to_string();
         // The mock serves the OAuth endpoints at its origin.
-        args.auth_base_url = upstream_base_url
+        args.login.auth_base_url = upstream_base_url
             .trim_end_matches('/')
             .trim_end_matches("/backend-api")
             .to_string();
         args.workers = Some(2);
+        // Tests run side by side: each sign-in listens on a port of its own.
+        args.login.oauth_callback_port = 0;
         let mut s = Settings::from_args(&args).unwrap_or_else(|e| panic!("test settings: {e}"));
         s.shutdown_grace = Duration::from_secs(5);
         // The test script runs the suite once per IO driver.

@@ -20,9 +20,12 @@ use futures_util::FutureExt;
 use thiserror::Error;
 
 use crate::accounts::registry::RegistryError;
+use crate::accounts::{now_unix, Tokens};
 use crate::config::{DriverChoice, Settings};
 use crate::control::{self, Control, ControlMsg};
 use crate::ledger::{self, Ledger, LedgerError, LedgerQuery};
+use crate::login::issuer::Issuer;
+use crate::login::{LoginFlows, StoreAccount};
 use crate::metrics::{inc, CoreMetrics};
 use crate::shared::{Shared, ShutdownState};
 use crate::store::{Store, StoreError};
@@ -40,6 +43,8 @@ const LEDGER_QUERY_CHANNEL: usize = 256;
 const JOBS_CHANNEL: usize = 4096;
 /// How long start-up waits for a data dir still held by a gateway that just stopped.
 const STORE_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How long a finished sign-in waits for the control thread to store its account.
+const LOGIN_STORE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -83,6 +88,43 @@ impl ShutdownHandle {
     }
 }
 
+/// Sign-ins through the admin API store their account the way an import does: through the
+/// control thread, which owns the account records.
+fn login_flows(
+    settings: &Settings,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    control_tx: crossbeam_channel::Sender<ControlMsg>,
+) -> LoginFlows {
+    let issuer = Issuer {
+        url: settings.auth_base.clone(),
+        base: settings.auth_base_url.clone(),
+        tls,
+    };
+    let store: StoreAccount = Box::new(move |tokens: &Tokens| {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let body = crate::accounts::auth_file::to_auth_json(tokens, None, Some(now_unix()));
+        control_tx
+            .send_timeout(
+                ControlMsg::Import {
+                    body: body.to_string().into_bytes(),
+                    reply,
+                },
+                LOGIN_STORE_WAIT,
+            )
+            .map_err(|_| "the gateway is shutting down".to_string())?;
+        let (info, created) = answer
+            .recv_timeout(LOGIN_STORE_WAIT)
+            .map_err(|_| "the gateway did not store the account in time".to_string())??;
+        Ok((serde_json::to_value(info).unwrap_or_default(), created))
+    });
+    LoginFlows::new(
+        issuer,
+        settings.oauth_callback_port,
+        settings.login_timeout,
+        store,
+    )
+}
+
 impl Gateway {
     pub fn start(settings: Settings) -> Result<Gateway, StartError> {
         let store = Store::open_waiting(&settings.data_dir, STORE_LOCK_WAIT)?;
@@ -120,6 +162,7 @@ impl Gateway {
         let (query_tx, query_rx) = crossbeam_channel::bounded(LEDGER_QUERY_CHANNEL);
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL);
         let workers_n = settings.workers;
+        let login = Arc::new(login_flows(&settings, tls.clone(), control_tx.clone()));
         let shared = Arc::new(Shared {
             accounts: ArcSwap::from_pointee(Default::default()),
             upstream_addrs: ArcSwap::from_pointee(addrs),
@@ -128,6 +171,9 @@ impl Gateway {
             ledger_queries: query_tx,
             control_tx,
             metrics: (0..workers_n).map(|_| Arc::default()).collect(),
+            login,
+            response_owners: Default::default(),
+            model_plans: Default::default(),
             shutdown: ShutdownState::default(),
             started: Instant::now(),
             settings,

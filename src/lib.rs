@@ -2,7 +2,7 @@
 //!
 //! Hot path (per worker, no locks, no blocking): `cores` → `proxy` → `upstream`, with `http` as the
 //! pure codec. Control plane (own threads, may block): `control` (accounts, snapshots), `ledger`
-//! (sled writer), `store`. `dashboard` answers the admin API by asking the control plane.
+//! (sled writer), `login` (sign-in flows), `store`. `dashboard` answers the admin API by asking the control plane.
 
 pub mod accounts;
 pub mod alloc;
@@ -13,6 +13,7 @@ pub mod cores;
 pub mod dashboard;
 pub mod http;
 pub mod ledger;
+pub mod login;
 pub mod metrics;
 pub mod proxy;
 pub mod shared;

@@ -1,8 +1,9 @@
 //! What every thread of one gateway shares: settings, the published snapshots, the channels to the
 //! control and ledger threads, per-worker metrics and the shutdown state.
 //!
-//! Workers only read from here (snapshots via `ArcSwap::load`) or `try_send`; nothing in this
-//! struct is locked on the request path.
+//! Workers mostly read from here (snapshots via `ArcSwap::load`) or `try_send`. The one lock on
+//! the request path is a shard of `response_owners`, held for a single map operation by turns that
+//! complete or continue a response.
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -14,10 +15,12 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
 use crossbeam_utils::CachePadded;
 
+use crate::accounts::continuity::{ModelPlans, ResponseOwners};
 use crate::accounts::AccountsSnapshot;
 use crate::config::Settings;
 use crate::control::ControlMsg;
 use crate::ledger::{LedgerQuery, UsageEvent};
+use crate::login::LoginFlows;
 use crate::metrics::CoreMetrics;
 
 pub struct Shared {
@@ -31,6 +34,12 @@ pub struct Shared {
     pub ledger_queries: Sender<LedgerQuery>,
     pub control_tx: Sender<ControlMsg>,
     pub metrics: Vec<Arc<CachePadded<CoreMetrics>>>,
+    /// Which account issued each recent response (`previous_response_id` routing).
+    pub response_owners: ResponseOwners,
+    /// Which plans offer each model, learned from the upstream catalogs fetched so far.
+    pub model_plans: ModelPlans,
+    /// Pending and recent sign-ins started through the admin API.
+    pub login: Arc<LoginFlows>,
     pub shutdown: ShutdownState,
     pub started: Instant,
 }

@@ -100,12 +100,23 @@ impl Store {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
+        let sealer = Sealer::load_or_create(&dir.join("secret.key"))?;
+        let accounts = db.open_tree("accounts")?;
+        if sealer.created && !accounts.is_empty() {
+            tracing::error!(
+                dir = %dir.display(),
+                accounts = accounts.len(),
+                "secret.key was missing and a new one was made: the stored accounts' tokens cannot \
+                 be decrypted. They are marked reauth_required; sign them in again or re-import \
+                 their auth.json (or stop, and put the old secret.key back)"
+            );
+        }
         Ok(Store {
-            accounts: db.open_tree("accounts")?,
+            accounts,
             requests: db.open_tree("requests")?,
             usage_totals: db.open_tree("usage_totals")?,
             settings: db.open_tree("settings")?,
-            sealer: Sealer::load_or_create(&dir.join("secret.key"))?,
+            sealer,
             db,
             dir: dir.to_path_buf(),
         })

@@ -87,6 +87,58 @@ fn a_replayed_turn_state_goes_back_to_its_account() {
 }
 
 #[test]
+fn a_continued_response_goes_back_to_the_account_that_produced_it() {
+    let env = Env::start(3);
+    let first = env.turn(&turn_body("the first turn"), &[]);
+    assert_eq!(first.status, 200);
+    let response_id = first.terminal().unwrap()["response"]["id"]
+        .as_str()
+        .expect("completed response id")
+        .to_string();
+    let owner = per_account(&env).keys().next().unwrap().clone();
+    // Each continuation wears a conversation key of its own; only previous_response_id ties it
+    // to the first turn, and that alone must bring it back to the same account.
+    for i in 0..12 {
+        let mut body: serde_json::Value =
+            serde_json::from_str(&turn_body(&format!("continue {i}"))).unwrap();
+        body["previous_response_id"] = response_id.clone().into();
+        let reply = env.turn(&body.to_string(), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let used = per_account(&env);
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert_eq!(used[&owner], 13);
+    // Unknown ids are routed as usual (the upstream has the last word on them).
+    for i in 0..12 {
+        let mut body: serde_json::Value =
+            serde_json::from_str(&turn_body(&format!("unknown {i}"))).unwrap();
+        body["previous_response_id"] = format!("resp_never_seen_{i}").into();
+        assert_eq!(env.turn(&body.to_string(), &[]).status, 200);
+    }
+    assert!(per_account(&env).len() > 1, "{:?}", per_account(&env));
+    // The owner paused: a clear 409 rather than another account that never saw the response.
+    let list = env.get_json("/api/accounts");
+    let gateway_id = list["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["chatgpt_account_id"] == owner.as_str())
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .expect("owner in the account list");
+    let paused = env.post_json(&format!("/api/accounts/{gateway_id}/pause"), b"{}");
+    assert_eq!(paused["account"]["status"], "paused", "{paused}");
+    let mut body: serde_json::Value = serde_json::from_str(&turn_body("after pause")).unwrap();
+    body["previous_response_id"] = response_id.into();
+    let reply = env.turn(&body.to_string(), &[]);
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"]["code"],
+        "previous_response_owner_unavailable"
+    );
+    assert_eq!(reply.json()["error"]["param"], "previous_response_id");
+}
+
+#[test]
 fn paused_accounts_get_no_traffic_and_the_strategy_switches_at_run_time() {
     let env = Env::start(2);
     let list = env.get_json("/api/accounts");

@@ -275,8 +275,9 @@ fn token_endpoint_takes_form_and_json_bodies_and_checks_the_grant() {
             a2.refresh_token
         ),
     );
+    // An authorization-code grant with an unknown code (the grant itself is supported).
     assert_eq!(bad_grant.status(), 400);
-    assert_eq!(bad_grant.json()["error"], "unsupported_grant_type");
+    assert_eq!(bad_grant.json()["error"], "invalid_grant");
     let body = json!({"grant_type": "password", "refresh_token": a2.refresh_token});
     let r = request(
         m.addr(),

@@ -6,7 +6,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use super::Tokens;
 use thiserror::Error;
 
 const AUTH_CLAIM: &str = "https://api.openai.com/auth";
@@ -128,6 +130,26 @@ pub fn parse_auth_json(body: &[u8]) -> Result<ImportedAuth, AuthFileError> {
         id_token,
         access_expires_at,
         last_refresh: raw.last_refresh,
+    })
+}
+
+/// A Codex `auth.json` (PROTOCOL.md §5.6) for these tokens: what `export` writes and what a
+/// finished sign-in is imported as. `account_id` defaults to the id token's claim on import.
+pub fn to_auth_json(tokens: &Tokens, account_id: Option<&str>, last_refresh: Option<u64>) -> Value {
+    let last_refresh = last_refresh.map(|t| {
+        humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+            .to_string()
+    });
+    json!({
+        "auth_mode": "chatgpt",
+        "OPENAI_API_KEY": null,
+        "tokens": {
+            "id_token": tokens.id_token,
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "account_id": account_id,
+        },
+        "last_refresh": last_refresh,
     })
 }
 

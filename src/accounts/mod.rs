@@ -5,6 +5,7 @@
 //! through an `ArcSwap` and keep their own in-flight counts and cool-downs in `selection`.
 
 pub mod auth_file;
+pub mod continuity;
 pub mod quota;
 pub mod registry;
 pub mod sealing;

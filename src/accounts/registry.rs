@@ -41,6 +41,8 @@ pub fn import(store: &Store, body: &[u8]) -> Result<(AccountRecord, Tokens, bool
     let auth = parse_auth_json(body)?;
     let id = account_id(&auth.chatgpt_account_id, auth.user_id.as_deref());
     let now = now_unix();
+    // Only the record is carried over, so an account whose old tokens are unreadable (key file
+    // lost) is repaired by importing it again.
     let existing = get(store, &id)?;
     let record = AccountRecord {
         id: id.clone(),
@@ -111,13 +113,27 @@ pub fn remove(store: &Store, id: &str) -> Result<bool, RegistryError> {
     Ok(existed)
 }
 
+/// Why an account whose sealed tokens cannot be opened is out of rotation.
+pub const UNREADABLE_TOKENS: &str = "its tokens cannot be decrypted with this data dir's \
+secret.key (was the key file lost or replaced?): sign in again (`codex-lb accounts login`) or \
+re-import its auth.json";
+
+/// Decodes a stored account. Tokens that do not open (another key) leave the record readable,
+/// marked `reauth_required` with empty tokens, so the owner sees which accounts to sign in again.
 fn decode(store: &Store, id: &str, v: &[u8]) -> Result<(AccountRecord, Tokens), RegistryError> {
     let corrupt = |e: String| RegistryError::Corrupt(id.to_string(), e);
     let stored: StoredAccount = serde_json::from_slice(v).map_err(|e| corrupt(e.to_string()))?;
-    let plain = store
-        .sealer
-        .open(&stored.sealed_tokens)
-        .map_err(|e| corrupt(e.to_string()))?;
+    let Ok(plain) = store.sealer.open(&stored.sealed_tokens) else {
+        let mut record = stored.record;
+        record.status = AccountStatus::ReauthRequired;
+        record.status_reason = Some(UNREADABLE_TOKENS.into());
+        let none = Tokens {
+            access_token: String::new(),
+            refresh_token: String::new(),
+            id_token: String::new(),
+        };
+        return Ok((record, none));
+    };
     let tokens: Tokens = serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?;
     Ok((stored.record, tokens))
 }

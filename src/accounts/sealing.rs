@@ -31,6 +31,8 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Arc<ChaCha20Poly1305>,
+    /// The key file did not exist and was made by this process.
+    pub created: bool,
 }
 
 impl Sealer {
@@ -39,6 +41,7 @@ impl Sealer {
             path: path.to_path_buf(),
             source,
         };
+        let mut created = false;
         let key_bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -51,6 +54,7 @@ impl Sealer {
                     .map_err(io_err)?;
                 f.write_all(key.as_slice()).map_err(io_err)?;
                 f.sync_all().map_err(io_err)?;
+                created = true;
                 key.to_vec()
             }
             Err(e) => return Err(io_err(e)),
@@ -61,6 +65,7 @@ impl Sealer {
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&key_bytes));
         Ok(Sealer {
             cipher: Arc::new(cipher),
+            created,
         })
     }
 

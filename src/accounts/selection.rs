@@ -52,8 +52,11 @@ pub struct PickRequest<'a> {
     pub excluded: &'a [Arc<str>],
     /// Hash of the conversation key (`prompt_cache_key`, else the session id header).
     pub sticky_key: Option<u64>,
-    /// The account that must serve the request (it issued the turn state being replayed).
+    /// The account that must serve the request (it issued the turn state or the response being
+    /// continued).
     pub pinned: Option<&'a str>,
+    /// The plans that offer the requested model; `None` when any plan may serve it.
+    pub plans: Option<&'a [String]>,
 }
 
 #[derive(Debug)]
@@ -76,6 +79,10 @@ pub enum Pick {
     AllBusy,
     /// The account a replayed turn belongs to cannot serve it now.
     PinnedUnavailable,
+    /// Active accounts exist, but none is on a plan that offers the model (their plans listed).
+    ModelNotOnPlan {
+        pool_plans: Vec<String>,
+    },
     /// Accounts exist but none can take this request now (tried already, cooling down, auth).
     NoneAvailable,
 }
@@ -145,8 +152,14 @@ impl CoreAccounts {
     ) -> Pick {
         self.sync(snap);
         let cap = snap.slots_per_worker;
+        // An account whose plan is unknown is tried: the upstream has the last word.
+        let on_plan = |a: &AccountView| match (req.plans, a.plan.as_deref()) {
+            (Some(plans), Some(plan)) => plans.iter().any(|p| p.eq_ignore_ascii_case(plan)),
+            _ => true,
+        };
         let usable = |a: &AccountView, s: &Slot| {
             a.status == AccountStatus::Active
+                && on_plan(a)
                 && !req.excluded.contains(&a.id)
                 && a.blocked_at(now_unix).is_none()
                 && !s.cooling(now)
@@ -203,6 +216,15 @@ impl CoreAccounts {
                 deactivated: count(AccountStatus::Deactivated),
             };
         }
+        if !active.iter().any(|(a, _)| on_plan(a)) {
+            let mut pool_plans: Vec<String> =
+                active.iter().filter_map(|(a, _)| a.plan.clone()).collect();
+            pool_plans.sort();
+            pool_plans.dedup();
+            return Pick::ModelNotOnPlan { pool_plans };
+        }
+        let active: Vec<(&Arc<AccountView>, &Slot)> =
+            active.into_iter().filter(|(a, _)| on_plan(a)).collect();
         let limited: Vec<u64> = active
             .iter()
             .filter_map(|(a, s)| {
@@ -507,7 +529,7 @@ mod tests {
             PickRequest {
                 sticky_key: key,
                 excluded: &gone,
-                pinned: None,
+                ..Default::default()
             },
             now,
             100,
@@ -520,7 +542,7 @@ mod tests {
                     PickRequest {
                         sticky_key: key,
                         excluded: &gone,
-                        pinned: None
+                        ..Default::default()
                     },
                     now,
                     100
@@ -640,5 +662,36 @@ mod tests {
             ),
             Pick::AllCapped
         ));
+    }
+
+    #[test]
+    fn models_go_to_accounts_whose_plan_offers_them() {
+        let on = |id: &str, plan: &str, used: f64| {
+            let mut v = view(id, used, None);
+            v.plan = Some(plan.into());
+            v
+        };
+        let s = snap(
+            Strategy::CapacityWeighted,
+            vec![on("plus", "plus", 0.0), on("pro", "pro", 50.0)],
+        );
+        let mut c = CoreAccounts::new(3);
+        let now = Instant::now();
+        let pro_only = vec!["pro".to_string()];
+        let req = PickRequest {
+            plans: Some(&pro_only),
+            ..Default::default()
+        };
+        for _ in 0..20 {
+            assert_eq!(picked(c.pick(&s, req, now, 100)), "pro");
+        }
+        let only_plus = snap(Strategy::CapacityWeighted, vec![on("plus", "plus", 0.0)]);
+        match c.pick(&only_plus, req, now, 100) {
+            Pick::ModelNotOnPlan { pool_plans } => assert_eq!(pool_plans, vec!["plus"]),
+            other => panic!("{other:?}"),
+        }
+        // Unknown plans are tried rather than refused.
+        let unknown = snap(Strategy::CapacityWeighted, vec![view("u", 0.0, None)]);
+        assert_eq!(picked(c.pick(&unknown, req, now, 100)), "u");
     }
 }

@@ -127,6 +127,11 @@ pub enum ControlMsg {
         id: String,
         reply: Reply<bool>,
     },
+    /// The account as a Codex `auth.json`, with its current tokens.
+    Export {
+        id: String,
+        reply: Reply<serde_json::Value>,
+    },
     SetStatus {
         id: String,
         paused: bool,
@@ -339,6 +344,25 @@ impl Control {
             }
             ControlMsg::List { reply } => {
                 let _ = reply.send(self.entries.values().map(Self::info).collect());
+            }
+            ControlMsg::Export { id, reply } => {
+                let res = match self.entries.get(&id) {
+                    None => Err(format!("no account {id}")),
+                    Some(e)
+                        if e.tokens.refresh_token.is_empty()
+                            && e.tokens.access_token.is_empty() =>
+                    {
+                        Err(format!(
+                            "account {id} has no readable tokens; sign in again"
+                        ))
+                    }
+                    Some(e) => Ok(crate::accounts::auth_file::to_auth_json(
+                        &e.tokens,
+                        Some(&e.record.chatgpt_account_id),
+                        e.record.last_refresh_at,
+                    )),
+                };
+                let _ = reply.send(res);
             }
             ControlMsg::Remove { id, reply } => {
                 let res = registry::remove(&self.store, &id).map_err(|e| e.to_string());

@@ -22,6 +22,9 @@ use crate::metrics;
 use crate::proxy::client::ClientConn;
 use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
+use login_api::LoginRoute;
+
+pub mod login_api;
 
 /// Largest auth.json accepted by the import endpoint.
 const MAX_IMPORT_BYTES: usize = 256 * 1024;
@@ -29,10 +32,16 @@ const MAX_IMPORT_BYTES: usize = 256 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_POLL: Duration = Duration::from_millis(2);
 const DEFAULT_REQUESTS_LIMIT: usize = 50;
+/// Said with every export: a login refreshed by two clients ends up invalid for one of them.
+pub const EXPORT_WARNING: &str = "This auth.json shares its login with codex-lb. Whichever of \
+the two refreshes the tokens first invalidates the other's refresh token; use it only to move \
+the account, then remove it from one side.";
 const MAX_REQUESTS_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminRoute {
+    Login(LoginRoute),
+    AccountsExport,
     AccountsList,
     AccountsImport,
     AccountsRemove,
@@ -48,6 +57,9 @@ pub enum AdminRoute {
 impl AdminRoute {
     /// `None`: not an admin path. `Some(Err)`: an admin path with the wrong method.
     pub fn parse(method: &str, path: &str) -> Option<Result<AdminRoute, ()>> {
+        if let Some(r) = LoginRoute::parse(method, path) {
+            return Some(r.map(AdminRoute::Login));
+        }
         let action = account_path(path).map(|(_, action)| action);
         let r = match (method, path, action) {
             ("GET", "/api/accounts", _) => AdminRoute::AccountsList,
@@ -60,6 +72,7 @@ impl AdminRoute {
             ("PATCH", _, Some(None)) => AdminRoute::AccountsPatch,
             ("POST", _, Some(Some("pause"))) => AdminRoute::AccountsPause,
             ("POST", _, Some(Some("resume"))) => AdminRoute::AccountsResume,
+            ("GET", _, Some(Some("export"))) => AdminRoute::AccountsExport,
             (
                 _,
                 "/api/accounts"
@@ -69,7 +82,7 @@ impl AdminRoute {
                 | "/api/requests",
                 _,
             )
-            | (_, _, Some(None | Some("pause" | "resume"))) => return Some(Err(())),
+            | (_, _, Some(None | Some("pause" | "resume" | "export"))) => return Some(Err(())),
             _ => return None,
         };
         Some(Ok(r))
@@ -83,8 +96,11 @@ fn account_path(path: &str) -> Option<(&str, Option<&str>)> {
         Some((id, action)) => (id, Some(action)),
         None => (rest, None),
     };
-    (!id.is_empty() && id != "import" && action.is_none_or(|a| !a.is_empty() && !a.contains('/')))
-        .then_some((id, action))
+    (!id.is_empty()
+        && id != "import"
+        && id != "login"
+        && action.is_none_or(|a| !a.is_empty() && !a.contains('/')))
+    .then_some((id, action))
 }
 
 /// Sends a command to the control thread and waits (without blocking) for its answer.
@@ -206,6 +222,17 @@ pub async fn handle(
     let invalid = |code: &str, msg: String| ApiError::invalid_request(code, msg);
     // Each arm produces the answer: a status and body, or an error envelope.
     let answer: Result<(u16, serde_json::Value), ApiError> = match route {
+        AdminRoute::Login(r) => login_api::answer(w, r, head.path(), &body).await,
+        AdminRoute::AccountsExport => control_answer(
+            ask(w, |reply| ControlMsg::Export {
+                id: id.clone(),
+                reply,
+            })
+            .await,
+            &id,
+            // Whoever holds these tokens can spend the account; the one who asked is warned.
+            |auth| json!({ "auth_json": auth, "warning": EXPORT_WARNING }),
+        ),
         AdminRoute::AccountsList => ask(w, |reply| ControlMsg::List { reply })
             .await
             .map(|list| (200, json!({ "accounts": list })))
@@ -303,8 +330,17 @@ fn account_answer(
     r: Option<Result<AccountInfo, String>>,
     id: &str,
 ) -> Result<(u16, serde_json::Value), ApiError> {
+    control_answer(r, id, |info| json!({ "account": info }))
+}
+
+/// The admin answer for a control-thread reply about account `id`.
+fn control_answer<T>(
+    r: Option<Result<T, String>>,
+    id: &str,
+    body: impl FnOnce(T) -> serde_json::Value,
+) -> Result<(u16, serde_json::Value), ApiError> {
     match r {
-        Some(Ok(info)) => Ok((200, json!({ "account": info }))),
+        Some(Ok(v)) => Ok((200, body(v))),
         Some(Err(msg)) if msg.starts_with("no account") => Err(not_found(id)),
         Some(Err(msg)) => Err(ApiError::new(
             409,

@@ -51,6 +51,8 @@ struct EventData {
 #[derive(Debug, Deserialize)]
 struct ResponseObject {
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
     model: Option<String>,
     #[serde(default)]
     usage: Option<Usage>,
@@ -83,6 +85,8 @@ pub struct StreamFacts {
     pub error_code: Option<String>,
     /// The last `codex.rate_limits` event of the stream.
     pub rate_limits: Option<QuotaReading>,
+    /// The id of a completed response: a later turn may continue it.
+    pub response_id: Option<String>,
 }
 
 impl StreamFacts {
@@ -96,6 +100,9 @@ impl StreamFacts {
                     _ => Outcome::Incomplete,
                 });
                 if let Some(r) = parsed.and_then(|p| p.response) {
+                    if ev.kind == EventKind::Completed {
+                        self.response_id = r.id;
+                    }
                     self.usage = r.usage.or(self.usage);
                     self.model = r.model.or(self.model.take());
                     if let Some(e) = r.error {
@@ -207,7 +214,7 @@ mod tests {
         let mut f = StreamFacts::default();
         f.absorb(&ScannedEvent {
             kind: EventKind::Completed,
-            data: br#"{"type":"response.completed","response":{"model":"gpt-5.5","output":[{"x":1}],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":15}}}"#.to_vec(),
+            data: br#"{"type":"response.completed","response":{"id":"resp_9","model":"gpt-5.5","output":[{"x":1}],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":15}}}"#.to_vec(),
         });
         assert_eq!(f.terminal, Some(Outcome::Completed));
         let u = f.usage.unwrap();
@@ -222,6 +229,7 @@ mod tests {
             (10, 4, 5, 2, 15)
         );
         assert_eq!(f.model.as_deref(), Some("gpt-5.5"));
+        assert_eq!(f.response_id.as_deref(), Some("resp_9"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,8 +13,7 @@ use serde_json::{json, Value};
 use super::client::ClientConn;
 use super::responses::account_head;
 use super::{respond, Record};
-use crate::accounts::now_unix;
-use crate::accounts::selection::{Pick, PickRequest};
+use crate::accounts::{now_unix, AccountStatus, AccountView};
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
 use crate::ledger::Outcome;
@@ -23,6 +23,8 @@ use crate::worker::Worker;
 const MAX_CATALOG_BYTES: usize = 8 * 1024 * 1024;
 /// Distinct client versions cached per worker; clients choose the key, so it is bounded.
 const MAX_CACHED_VERSIONS: usize = 16;
+/// Distinct plans whose catalogs are fetched for one merged catalog.
+const MAX_PLANS_ASKED: usize = 8;
 
 #[derive(Default)]
 pub struct ModelsCache {
@@ -132,22 +134,72 @@ pub async fn handle(
     respond(w, client, Bytes::from(bytes), keep_alive, rec).await
 }
 
-async fn fetch(w: &Worker, version: &str, rec: &mut Record) -> Option<Bytes> {
-    let s = &w.shared.settings;
-    let account = {
-        let snap = w.shared.accounts.load();
-        match w.accounts.borrow_mut().pick(
-            &snap,
-            PickRequest::default(),
-            Instant::now(),
-            now_unix(),
-        ) {
-            Pick::Account(a) => a,
-            _ => return None,
+/// One usable account per plan in the pool: the upstream lists for each account only the models
+/// its plan offers, so the pool's catalog is the union of one catalog per plan.
+fn one_per_plan(w: &Worker) -> Vec<Arc<AccountView>> {
+    let snap = w.shared.accounts.load();
+    let now = now_unix();
+    let mut seen: Vec<Option<String>> = Vec::new();
+    let mut out = Vec::new();
+    for a in snap.accounts.iter() {
+        if a.status != AccountStatus::Active || a.blocked_at(now).is_some() {
+            continue;
         }
+        let plan = a.plan.as_ref().map(|p| p.to_ascii_lowercase());
+        if !seen.contains(&plan) {
+            seen.push(plan);
+            out.push(Arc::clone(a));
+        }
+    }
+    out
+}
+
+async fn fetch(w: &Worker, version: &str, rec: &mut Record) -> Option<Bytes> {
+    let accounts = one_per_plan(w);
+    let mut merged: Option<Value> = None;
+    for account in accounts.iter().take(MAX_PLANS_ASKED) {
+        if rec.account_id.is_none() {
+            rec.account_id = Some(account.id.to_string());
+        }
+        rec.attempts += 1;
+        let Some(catalog) = fetch_from(w, version, account, rec).await else {
+            continue;
+        };
+        merged = Some(match merged {
+            None => catalog,
+            Some(m) => merge_catalogs(m, catalog),
+        });
+    }
+    let catalog = merged?;
+    w.shared.model_plans.learn(&catalog);
+    serde_json::to_vec(&with_list_shape(catalog))
+        .ok()
+        .map(Bytes::from)
+}
+
+/// Adds the models of `more` that `base` lacks, in their order.
+fn merge_catalogs(mut base: Value, more: Value) -> Value {
+    let Some(extra) = more.get("models").and_then(Value::as_array) else {
+        return base;
     };
-    rec.account_id = Some(account.id.to_string());
-    rec.attempts = 1;
+    if let Some(list) = base.get_mut("models").and_then(Value::as_array_mut) {
+        for m in extra {
+            let slug = m.get("slug");
+            if slug.is_some() && !list.iter().any(|x| x.get("slug") == slug) {
+                list.push(m.clone());
+            }
+        }
+    }
+    base
+}
+
+async fn fetch_from(
+    w: &Worker,
+    version: &str,
+    account: &AccountView,
+    rec: &mut Record,
+) -> Option<Value> {
+    let s = &w.shared.settings;
     let mut prefix = BytesMut::with_capacity(256);
     prefix.put_slice(b"GET ");
     prefix.put_slice(s.upstream.base_path.as_bytes());
@@ -156,11 +208,11 @@ async fn fetch(w: &Worker, version: &str, rec: &mut Record) -> Option<Bytes> {
     prefix.put_slice(b" HTTP/1.1\r\nhost: ");
     prefix.put_slice(s.upstream.authority.as_bytes());
     prefix.put_slice(b"\r\naccept: application/json\r\n");
-    let head = account_head(&prefix, &account);
+    let head = account_head(&prefix, account);
     let mut ex = match exchange::send(w, &head, &Bytes::new()).await {
         Ok(ex) => ex,
         Err(e) => {
-            tracing::warn!(error = %e, "model catalog fetch failed; serving the built-in catalog");
+            tracing::warn!(account = %account.id, error = %e, "model catalog fetch failed");
             rec.error_code = Some(e.code().into());
             return None;
         }
@@ -179,16 +231,15 @@ async fn fetch(w: &Worker, version: &str, rec: &mut Record) -> Option<Bytes> {
     if ex.head.status != 200 {
         tracing::warn!(
             status = ex.head.status,
-            "upstream refused the model catalog; serving the built-in catalog"
+            account = %account.id,
+            "upstream refused the model catalog"
         );
         rec.error_code = Some(format!("upstream_{}", ex.head.status));
         return None;
     }
     let catalog: Value = serde_json::from_slice(&body).ok()?;
     catalog.get("models")?.as_array()?;
-    serde_json::to_vec(&with_list_shape(catalog))
-        .ok()
-        .map(Bytes::from)
+    Some(catalog)
 }
 
 #[cfg(test)]

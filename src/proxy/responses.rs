@@ -64,6 +64,8 @@ struct Fields {
     #[serde(default)]
     prompt_cache_key: Option<String>,
     #[serde(default)]
+    previous_response_id: Option<String>,
+    #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     store: Option<bool>,
@@ -106,6 +108,7 @@ struct Prepared {
     body: Bytes,
     model: Option<String>,
     cache_key: Option<String>,
+    previous_response_id: Option<String>,
 }
 
 /// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
@@ -126,11 +129,16 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
         .with_param("model"));
     }
     let cache_key = fields.prompt_cache_key.clone();
+    let previous_response_id = fields
+        .previous_response_id
+        .clone()
+        .filter(|p| !p.is_empty());
     if !fields.needs_rewrite() {
         return Ok(Prepared {
             body,
             model,
             cache_key,
+            previous_response_id,
         });
     }
     let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
@@ -150,6 +158,7 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
         body: Bytes::from(out),
         model,
         cache_key,
+        previous_response_id,
     })
 }
 
@@ -327,27 +336,57 @@ struct LastReply {
     body: Bytes,
 }
 
-/// Where a turn must go and which conversation it belongs to, read from the request.
-struct Routing {
-    sticky_key: Option<u64>,
-    /// The account that issued the turn state being replayed (from our prefix on it).
-    pinned: Option<String>,
+/// Why a turn must go to one account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PinSource {
+    /// It replays a turn state that account issued (our prefix on the token says which).
+    TurnState,
+    /// It continues a response that account produced (`previous_response_id`).
+    PreviousResponse,
 }
 
-fn routing(head: &RequestHead, cache_key: Option<&str>) -> Routing {
+/// Where a turn must go and which conversation it belongs to, read from the request.
+#[derive(Default)]
+struct Routing {
+    sticky_key: Option<u64>,
+    pinned: Option<(String, PinSource)>,
+    model: Option<String>,
+    /// The plans that offer `model`, when the upstream catalog restricts it.
+    plans: Option<Vec<String>>,
+}
+
+fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
     let session = || {
         head.header_str("session-id")
             .or_else(|| head.header_str("session_id"))
     };
-    let sticky_key = cache_key
+    let sticky_key = prepared
+        .cache_key
+        .as_deref()
         .filter(|k| !k.is_empty())
         .or_else(session)
         .map(hash_str);
-    let pinned = head
+    let turn_state = head
         .header_str("x-codex-turn-state")
         .and_then(split_turn_state)
-        .map(|(id, _)| id.to_string());
-    Routing { sticky_key, pinned }
+        .map(|(id, _)| (id.to_string(), PinSource::TurnState));
+    // An id the gateway never saw completes nowhere it knows of: routed as usual, and the
+    // upstream answers for it.
+    let continued = || {
+        let id = prepared.previous_response_id.as_deref()?;
+        let owner = w.shared.response_owners.owner(id)?;
+        Some((owner.to_string(), PinSource::PreviousResponse))
+    };
+    let plans = prepared
+        .model
+        .as_deref()
+        .and_then(|m| w.shared.model_plans.snapshot().get(m).cloned());
+    Routing {
+        sticky_key,
+        pinned: turn_state.or_else(continued),
+        model: prepared.model.clone(),
+        plans,
+    }
 }
 
 /// Our turn-state values are `<account id>~<upstream value>`: the account travels with the token,
@@ -410,7 +449,7 @@ pub async fn handle(
         Ok(x) => x,
         Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
     };
-    let route = routing(&head, prepared.cache_key.as_deref());
+    let route = routing(w, &head, &prepared);
     let body = prepared.body;
     rec.model = prepared.model;
     let prefix = upstream_head_prefix(w, &head, body.len());
@@ -427,6 +466,7 @@ pub async fn handle(
             other => {
                 let err = exhausted_error(
                     &other,
+                    &route,
                     &failures,
                     last_reply.is_some(),
                     last_transport.as_deref(),
@@ -485,7 +525,6 @@ pub async fn handle(
             observe::quota(w, &account.id, reading);
         }
         if (200..300).contains(&ex.head.status) {
-            // No retry can follow: the request body need not live as long as the stream.
             // No retry can follow: what only a retry would need does not live as long as the
             // stream (a held stream's memory is mostly what it keeps).
             let http11 = head.version_minor == 1;
@@ -546,7 +585,7 @@ pub async fn handle(
         });
         excluded.push(Arc::clone(&account.id));
         if rec.attempts as usize >= s.failover_attempts || route.pinned.is_some() {
-            let err = exhausted_error(&Pick::NoneAvailable, &failures, true, None);
+            let err = exhausted_error(&Pick::NoneAvailable, &route, &failures, true, None);
             return match (err, last_reply) {
                 (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
                 (None, Some(reply)) => relay_error_reply(w, client, reply, keep_alive, rec).await,
@@ -565,7 +604,8 @@ async fn pick_account(w: &Worker, route: &Routing, excluded: &[Arc<str>]) -> Pic
             let req = PickRequest {
                 excluded,
                 sticky_key: route.sticky_key,
-                pinned: route.pinned.as_deref(),
+                pinned: route.pinned.as_ref().map(|(id, _)| id.as_str()),
+                plans: route.plans.as_deref(),
             };
             w.accounts
                 .borrow_mut()
@@ -638,6 +678,7 @@ fn apply_failure(w: &Worker, id: &Arc<str>, failure: &Failure, now: u64) {
 /// The error for a request no account could serve. `None`: relay the last upstream reply.
 fn exhausted_error(
     pick: &Pick,
+    route: &Routing,
     failures: &[Failure],
     have_reply: bool,
     transport: Option<&str>,
@@ -710,12 +751,44 @@ fn exhausted_error(
             ));
         }
         Pick::PinnedUnavailable => {
-            return Some(ApiError::new(
-                409,
-                "invalid_request_error",
-                "turn_state_account_unavailable",
-                "The account this turn started on can no longer serve it; start a new turn",
-            ));
+            let err = match route.pinned.as_ref().map(|(_, why)| *why) {
+                Some(PinSource::PreviousResponse) => ApiError::new(
+                    409,
+                    "invalid_request_error",
+                    "previous_response_owner_unavailable",
+                    "The account that produced previous_response_id cannot serve now; resend the \
+                     full conversation without previous_response_id",
+                )
+                .with_param("previous_response_id"),
+                _ => ApiError::new(
+                    409,
+                    "invalid_request_error",
+                    "turn_state_account_unavailable",
+                    "The account this turn started on can no longer serve it; start a new turn",
+                ),
+            };
+            return Some(err);
+        }
+        Pick::ModelNotOnPlan { pool_plans } => {
+            let model = route.model.as_deref().unwrap_or_default();
+            let needs = route.plans.as_deref().unwrap_or_default().join(", ");
+            let has = if pool_plans.is_empty() {
+                "unknown".to_string()
+            } else {
+                pool_plans.join(", ")
+            };
+            return Some(
+                ApiError::new(
+                    503,
+                    "server_error",
+                    "no_plan_support_for_model",
+                    format!(
+                        "No active account's plan offers model '{model}' (offered on: {needs}; \
+                         plans in this pool: {has})"
+                    ),
+                )
+                .with_param("model"),
+            );
         }
         Pick::AllUsageLimited { resets_at } => {
             let plan = limits.iter().find_map(|(_, p)| p.clone());
@@ -783,6 +856,9 @@ async fn relay_success(
     }
     if r.facts.model.is_some() {
         rec.model = r.facts.model;
+    }
+    if let Some(id) = &r.facts.response_id {
+        w.shared.response_owners.remember(id, account);
     }
     record(w, rec);
     match r.tail {
@@ -941,13 +1017,27 @@ mod tests {
                 plan_type: None,
             },
         ];
-        let e = exhausted_error(&Pick::NoneAvailable, &limited, true, None).unwrap();
+        let e = exhausted_error(
+            &Pick::NoneAvailable,
+            &Routing::default(),
+            &limited,
+            true,
+            None,
+        )
+        .unwrap();
         assert_eq!(e.status, 429);
         assert_eq!(e.kind, "usage_limit_reached");
         assert_eq!(e.extra["resets_at"], json!(now_unix() + 600));
         assert_eq!(e.extra["plan_type"], json!("plus"));
         let mixed = vec![limited[0].clone(), Failure::Transient];
-        assert!(exhausted_error(&Pick::NoneAvailable, &mixed, true, None).is_none());
+        assert!(exhausted_error(
+            &Pick::NoneAvailable,
+            &Routing::default(),
+            &mixed,
+            true,
+            None
+        )
+        .is_none());
         assert_eq!(
             exhausted_error(
                 &Pick::NoAccounts {
@@ -955,6 +1045,7 @@ mod tests {
                     reauth: 0,
                     deactivated: 0
                 },
+                &Routing::default(),
                 &[],
                 false,
                 None

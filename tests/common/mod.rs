@@ -45,24 +45,29 @@ impl Env {
     /// A mock built from `cfg` and a gateway with all its accounts imported.
     pub fn start_custom(cfg: MockConfig, tweak: impl FnOnce(&mut Settings)) -> Env {
         let accounts = cfg.accounts;
+        let env = Self::start_unimported(cfg, tweak);
+        for i in 0..accounts {
+            let v = env.post_json("/api/accounts/import", env.mock.auth_json(i).as_bytes());
+            assert!(v["account"]["id"].is_string(), "import {i}: {v}");
+        }
+        env
+    }
+
+    /// A mock built from `cfg` and a gateway that knows none of its accounts yet.
+    pub fn start_unimported(cfg: MockConfig, tweak: impl FnOnce(&mut Settings)) -> Env {
         let mock = MockUpstream::start(cfg).expect("mock starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = settings_for(dir.path().join("data"), &mock);
         tweak(&mut settings);
         let gateway = Gateway::start(settings.clone()).expect("gateway starts");
         let addr = gateway.local_addr();
-        let env = Env {
+        Env {
             mock,
             gateway: Some(gateway),
             addr,
             dir,
             settings,
-        };
-        for i in 0..accounts {
-            let v = env.post_json("/api/accounts/import", env.mock.auth_json(i).as_bytes());
-            assert!(v["account"]["id"].is_string(), "import {i}: {v}");
         }
-        env
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,5 +1,10 @@
 //! Who holds which token: each account's current access, id and refresh tokens, the ones a
-//! rotation retired, and the auth server's failure knobs (PROTOCOL.md 5.4, 9 items 2 and 3).
+//! rotation retired or a new sign-in superseded, and the auth server's failure knobs
+//! (PROTOCOL.md 5.2, 5.4, 9 items 2 and 3).
+//!
+//! An account has one session at a time. A sign-in (authorization-code exchange) replaces it as
+//! a rotation does, except that the replaced refresh token answers `refresh_token_invalidated`
+//! rather than `refresh_token_reused`: it was not spent, its session was ended.
 //!
 //! `Shared` keeps one `RwLock` around all of it. Every backend request takes the read side once
 //! to map its bearer token to an account; only refreshes and control calls write. Keeping the
@@ -35,7 +40,8 @@ pub enum RefreshRefusal {
     Reused,
     /// The current refresh token, expired through the control API.
     Expired,
-    /// The current refresh token, revoked through the control API.
+    /// The current refresh token, revoked through the control API, or one whose session a
+    /// later sign-in replaced.
     Invalidated,
 }
 
@@ -61,6 +67,8 @@ struct Held {
     /// sends, and the code tells it to refresh rather than give up on the account.
     previous_access: Option<String>,
     retired_refresh: VecDeque<String>,
+    /// Current refresh tokens that a sign-in replaced (bounded like `retired_refresh`).
+    superseded_refresh: VecDeque<String>,
     refresh_state: RefreshState,
     /// Set by `expire_token`; a rotation clears it, since the new token is good.
     access_expired: bool,
@@ -77,12 +85,20 @@ impl Held {
             last_refresh: issued_at,
             previous_access: None,
             retired_refresh: VecDeque::new(),
+            superseded_refresh: VecDeque::new(),
             refresh_state: RefreshState::Active,
             access_expired: false,
             refresh_failures: 0,
             refresh_latency_ms: 0,
         }
     }
+}
+
+/// Why a session's tokens were replaced, which decides what the old refresh token answers.
+#[derive(Clone, Copy)]
+enum Replaced {
+    Rotated,
+    SignedIn,
 }
 
 pub struct Credentials {
@@ -164,6 +180,9 @@ impl Credentials {
             return Err(RefreshRefusal::Injected);
         }
         if h.tokens.refresh_token != token {
+            if h.superseded_refresh.iter().any(|t| t == token) {
+                return Err(RefreshRefusal::Invalidated);
+            }
             return Err(RefreshRefusal::Reused);
         }
         match h.refresh_state {
@@ -171,7 +190,22 @@ impl Credentials {
             RefreshState::Revoked => return Err(RefreshRefusal::Invalidated),
             RefreshState::Active => {}
         }
+        Ok(self.replace_session(i, now, Replaced::Rotated))
+    }
+
+    /// A completed sign-in (authorization-code exchange) for account `i`: fresh tokens replace
+    /// the account's session. The previous access token answers `token_expired` as after a
+    /// rotation, the previous refresh token `refresh_token_invalidated`; expiry and revocation
+    /// set through the control API end with the session they were set on, while the refresh
+    /// knobs (`fail_refresh`, latency) belong to the account and stay. Returns the new tokens
+    /// and their lifetime in seconds.
+    pub fn sign_in(&mut self, i: usize, now: u64) -> (SeedAccount, u64) {
+        self.replace_session(i, now, Replaced::SignedIn)
+    }
+
+    fn replace_session(&mut self, i: usize, now: u64, why: Replaced) -> (SeedAccount, u64) {
         self.serial += 1;
+        let h = &mut self.held[i];
         let minted = mint_rotated(
             h.index,
             &h.tokens.plan_type,
@@ -183,18 +217,23 @@ impl Credentials {
         h.exp = minted.exp;
         h.last_refresh = now;
         h.access_expired = false;
+        h.refresh_state = RefreshState::Active;
         if let Some(gone) = h.previous_access.replace(old.access_token.clone()) {
             self.by_access.remove(&gone);
         }
-        h.retired_refresh.push_back(old.refresh_token);
-        if h.retired_refresh.len() > RETIRED_REFRESH_KEPT {
-            if let Some(gone) = h.retired_refresh.pop_front() {
+        let kept = match why {
+            Replaced::Rotated => &mut h.retired_refresh,
+            Replaced::SignedIn => &mut h.superseded_refresh,
+        };
+        kept.push_back(old.refresh_token);
+        if kept.len() > RETIRED_REFRESH_KEPT {
+            if let Some(gone) = kept.pop_front() {
                 self.by_refresh.remove(&gone);
             }
         }
         self.by_access.insert(h.tokens.access_token.clone(), i);
         self.by_refresh.insert(h.tokens.refresh_token.clone(), i);
-        Ok((h.tokens.clone(), self.ttl_secs))
+        (h.tokens.clone(), self.ttl_secs)
     }
 
     /// The account's current tokens.
@@ -347,5 +386,45 @@ mod tests {
         c.reset();
         assert_eq!(c.lookup_refresh(&t.refresh_token), Some((0, 0)));
         ok(c.refresh(&t.refresh_token, NOW).unwrap());
+    }
+
+    #[test]
+    fn sign_in_replaces_the_session() {
+        let mut c = creds();
+        let seed = c.tokens(0);
+        let rotated = ok(c.refresh(&seed.refresh_token, NOW).unwrap());
+        c.expire_access(0);
+        c.revoke_refresh(0);
+        c.set_refresh_latency(0, 50);
+        let (new, ttl) = c.sign_in(0, NOW + 5);
+        assert_eq!(ttl, 3600);
+        assert_eq!(c.tokens(0), new);
+        assert_eq!(new.chatgpt_account_id, seed.chatgpt_account_id);
+        assert_eq!(new.plan_type, "plus");
+        for t in [&seed, &rotated] {
+            assert_ne!(new.access_token, t.access_token);
+            assert_ne!(new.refresh_token, t.refresh_token);
+        }
+        assert_eq!(c.check_access(&new.access_token, NOW + 5), Ok(0));
+        assert_eq!(
+            c.check_access(&rotated.access_token, NOW + 5),
+            Err(AccessDenied::Expired(0)),
+            "the replaced access token is stale, not unknown"
+        );
+        // the session's refresh token was ended, not spent; older ones stay "reused"
+        assert_eq!(
+            c.refresh(&rotated.refresh_token, NOW).unwrap().unwrap_err(),
+            RefreshRefusal::Invalidated
+        );
+        assert_eq!(
+            c.refresh(&seed.refresh_token, NOW).unwrap().unwrap_err(),
+            RefreshRefusal::Reused
+        );
+        // the revocation ended with the old session; the latency knob stays with the account
+        assert_eq!(c.lookup_refresh(&new.refresh_token), Some((0, 50)));
+        let next = ok(c.refresh(&new.refresh_token, NOW + 6).unwrap());
+        assert_eq!(c.check_access(&next.access_token, NOW + 6), Ok(0));
+        // the other account is untouched
+        assert_eq!(c.check_access(&c.tokens(1).access_token, NOW), Ok(1));
     }
 }

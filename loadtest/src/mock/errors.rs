@@ -95,6 +95,11 @@ pub fn oauth(code: &str, description: &str) -> Value {
     json!({"error": code, "error_description": description})
 }
 
+/// The device-login endpoints' error shape (PROTOCOL.md 5.3): `{"error":{"code","message"}}`.
+pub fn device(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message}})
+}
+
 /// A refused refresh (PROTOCOL.md 5.4): the nested `error.code` shape upstream sends for the
 /// codes the CLI and codex-lb treat as "sign in again".
 pub fn refresh_refused(why: RefreshRefusal) -> Value {

@@ -40,13 +40,18 @@ pub fn account_id(index: usize) -> String {
     format!("acct-0000-4000-8000-{index:012}")
 }
 
+/// The e-mail address account `index` signs in with (`login_hint` matches it).
+pub fn email(index: usize) -> String {
+    format!("user{index}@example.com")
+}
+
 /// The seeded tokens of account `index`.
 pub fn mint_account(index: usize, plan: &str, issued_at: u64, ttl_secs: u64) -> Minted {
     mint(index, plan, issued_at, ttl_secs, String::new())
 }
 
-/// The tokens a refresh hands out. `serial` is unique per rotation: two refreshes within the
-/// same second must still yield different tokens, or the old ones would stay valid.
+/// The tokens a refresh or a new sign-in hands out. `serial` is unique per mint: two refreshes
+/// within the same second must still yield different tokens, or the old ones would stay valid.
 pub fn mint_rotated(
     index: usize,
     plan: &str,
@@ -59,7 +64,7 @@ pub fn mint_rotated(
 
 fn mint(index: usize, plan: &str, issued_at: u64, ttl_secs: u64, suffix: String) -> Minted {
     let chatgpt_account_id = account_id(index);
-    let email = format!("user{index}@example.com");
+    let email = email(index);
     let user_id = format!("user-mock{index:06}");
     let exp = issued_at + ttl_secs;
     let auth = json!({

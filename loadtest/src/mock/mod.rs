@@ -5,10 +5,18 @@
 //! over the `/__mock/` control API it can also do through the methods here.
 //!
 //! Module map: `routes` (one module per endpoint), `state` (shared state), `accounts` (windows,
-//! failures, usage error mode), `credentials` (tokens, rotation, refresh knobs), `scenario` (knobs), `render` (pre-rendered SSE), `body` (pacing, write
-//! modes, failure endings, cancel detection), `reply` (headers), `jwt` (tokens, auth.json),
-//! `server` (accept loop), `tls` (HTTPS certificates and server config), `clock`, `stats`,
-//! `request`, `errors`.
+//! failures, usage error mode), `credentials` (tokens, rotation, sign-in, refresh knobs),
+//! `logins` (authorization codes, device logins, sign-in knobs and counters), `scenario`
+//! (knobs), `render` (pre-rendered SSE), `body` (pacing, write modes, failure endings, cancel
+//! detection), `reply` (headers), `jwt` (tokens, auth.json), `server` (accept loop), `tls`
+//! (HTTPS certificates and server config), `clock`, `stats`, `request`, `errors`.
+//!
+//! Sign-in flows (PROTOCOL.md 5.2, 5.3) run against [`MockUpstream::issuer_url`]:
+//! `GET /oauth/authorize` redirects to the loopback `redirect_uri` with a code, which
+//! `POST /oauth/token` (`grant_type=authorization_code`, PKCE S256) exchanges for a new session
+//! of the signing-in account; the device flow hands out the same kind of code after a
+//! configurable number of pending polls. Codes live [`CODE_TTL_SECS`] and device logins
+//! `expires_in` seconds, both on the mock's clock (so [`MockUpstream::advance_clock`] ages them).
 
 mod accounts;
 mod body;
@@ -16,6 +24,7 @@ mod clock;
 mod credentials;
 mod errors;
 mod jwt;
+mod logins;
 mod render;
 mod reply;
 mod request;
@@ -24,6 +33,8 @@ mod scenario;
 mod server;
 mod state;
 mod stats;
+#[cfg(test)]
+mod testing;
 mod tls;
 
 use std::net::SocketAddr;
@@ -36,12 +47,14 @@ use tokio::sync::oneshot;
 
 pub use accounts::UsageMode;
 pub use jwt::SeedAccount;
+pub use logins::{OAuthStats, CODE_TTL_SECS};
 pub use request::RecordedRequest;
 pub use scenario::{FailMode, Scenario};
 pub use stats::MockStats;
 pub use tls::{self_signed_localhost, MockTls};
 
 use accounts::Account;
+use logins::DeviceFlow;
 use state::Shared;
 
 /// How long `Drop` lets open connections wind down before the runtime is torn down.
@@ -53,8 +66,12 @@ pub struct MockConfig {
     pub listen: SocketAddr,
     /// Number of seeded accounts.
     pub accounts: usize,
-    /// Plan type of every seeded account.
+    /// Plan type of every seeded account that `plans` does not name.
     pub plan: String,
+    /// Plan type per account index; empty (the default), or shorter than `accounts`, leaves
+    /// the rest on `plan`. Tokens, `/wham/usage`, rate-limit headers, 429 bodies and the model
+    /// catalog all follow the account's own plan.
+    pub plans: Vec<String>,
     /// Lifetime of the minted access tokens (`exp`), seeded and refreshed alike.
     pub token_ttl: Duration,
     /// Tokens that fill the 5-hour window to 100 %.
@@ -75,6 +92,7 @@ impl Default for MockConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             accounts: 2,
             plan: "plus".to_string(),
+            plans: Vec::new(),
             token_ttl: Duration::from_secs(3600),
             primary_capacity_tokens: 2_000_000,
             secondary_capacity_tokens: 20_000_000,
@@ -82,6 +100,13 @@ impl Default for MockConfig {
             worker_threads: 2,
             tls: None,
         }
+    }
+}
+
+impl MockConfig {
+    /// The plan of account `index`: `plans[index]` when there is one, else `plan`.
+    pub fn plan_of(&self, index: usize) -> &str {
+        self.plans.get(index).unwrap_or(&self.plan)
     }
 }
 
@@ -123,7 +148,12 @@ impl MockUpstream {
             socket.listen(server::LISTEN_BACKLOG)?
         };
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(&cfg));
+        let issuer = if tls {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        let shared = Arc::new(Shared::new(&cfg, issuer));
         let (tx, rx) = oneshot::channel();
         let serve_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -159,11 +189,13 @@ impl MockUpstream {
     /// The gateway's OAuth issuer: the mock's origin (`http://127.0.0.1:PORT`, or
     /// `https://localhost:PORT` with TLS); the token endpoint is `{issuer}/oauth/token`.
     pub fn issuer_url(&self) -> String {
-        if self.tls {
-            format!("https://localhost:{}", self.addr.port())
-        } else {
-            format!("http://{}", self.addr)
-        }
+        self.shared.issuer.clone()
+    }
+
+    /// The `redirect_uri` under which device-flow codes are exchanged:
+    /// `{issuer}/deviceauth/callback` (PROTOCOL.md 5.3 step 4).
+    pub fn device_redirect_uri(&self) -> String {
+        self.shared.device_redirect_uri()
     }
 
     /// Whether the mock serves HTTPS.
@@ -185,6 +217,44 @@ impl MockUpstream {
         let n = self.shared.accounts.len();
         assert!(index < n, "mock has {n} accounts, no index {index}");
         self.shared.credentials().auth_json(index)
+    }
+
+    /// The account that signs in through `/oauth/authorize` (unless its `login_hint` names
+    /// another seeded account's e-mail) and through device logins started from now on. Account
+    /// 0 by default; `reset` restores that. Panics if there is no such account.
+    pub fn set_login_account(&self, index: usize) {
+        let known = self.shared.logins().set_login_account(index);
+        let n = self.shared.accounts.len();
+        assert!(known, "mock has {n} accounts, no index {index}");
+    }
+
+    /// The next valid `/oauth/authorize` request redirects to
+    /// `{redirect_uri}?error=…&error_description=…&state=…` instead of issuing a code (e.g.
+    /// `access_denied` / `missing_codex_entitlement`). Device logins are not affected.
+    pub fn deny_next_login(&self, error: &str, description: &str) {
+        self.shared.logins().deny_next(error, description);
+    }
+
+    /// Device logins started from now on ask for polls every `interval_secs` (not enforced),
+    /// expire `expires_in_secs` after their usercode reply (mock clock), and answer
+    /// `deviceauth_authorization_pending` to their first `pending_polls` polls before handing
+    /// out the code. Defaults: 5, 900, 0.
+    pub fn set_device_flow(&self, interval_secs: u64, expires_in_secs: u64, pending_polls: u32) {
+        self.shared.logins().set_device_flow(DeviceFlow {
+            interval_secs,
+            expires_in_secs,
+            pending_polls,
+        });
+    }
+
+    /// Every device login started so far answers `deviceauth_expired` from now on.
+    pub fn expire_device_logins(&self) {
+        self.shared.logins().expire_devices();
+    }
+
+    /// Sign-in counters: authorize calls, code exchanges, device polls.
+    pub fn oauth_stats(&self) -> OAuthStats {
+        self.shared.logins().stats()
     }
 
     pub fn scenario(&self) -> Scenario {
@@ -282,8 +352,9 @@ impl MockUpstream {
         self.shared.recorded(request_id)
     }
 
-    /// Back to the start state: clock, seeded tokens, usage, failures, expiries, refresh and
-    /// usage knobs, recordings, counters and the global scenario.
+    /// Back to the start state: clock, seeded tokens, sign-ins (codes, device logins, login
+    /// knobs, OAuth counters), usage, failures, expiries, refresh and usage knobs, recordings,
+    /// counters and the global scenario.
     pub fn reset(&self) {
         self.shared.reset();
     }

@@ -2,7 +2,7 @@
 //! request id, turn state) and JSON bodies.
 
 use bytes::Bytes;
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::Value;
 
@@ -83,6 +83,15 @@ pub fn plain_json(status: StatusCode, v: &Value) -> Response<MockBody> {
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// [`plain_json`] marked `Cache-Control: no-store`, as token and sign-in replies must be
+/// (RFC 6749 section 5.1).
+pub fn no_store_json(status: StatusCode, v: &Value) -> Response<MockBody> {
+    let mut r = plain_json(status, v);
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -1,15 +1,16 @@
-//! State shared by every connection of one mock: accounts, their tokens, the global scenario,
-//! caches, recordings and counters. Each piece has its own short-held lock; nothing here awaits,
+//! State shared by every connection of one mock: accounts, their tokens, sign-ins, the global
+//! scenario, caches, recordings and counters. Each piece has its own short-held lock; nothing here awaits,
 //! and no code path holds two of these locks at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::accounts::Account;
 use super::clock::Clock;
 use super::credentials::Credentials;
 use super::jwt::mint_account;
+use super::logins::Logins;
 use super::render::TemplateCache;
 use super::scenario::Scenario;
 use super::stats::{lock, Stats};
@@ -27,7 +28,10 @@ pub struct Shared {
     pub templates: TemplateCache,
     pub primary_capacity: u64,
     pub secondary_capacity: u64,
+    /// The OAuth issuer clients are told about (`MockUpstream::issuer_url`).
+    pub issuer: String,
     credentials: RwLock<Credentials>,
+    logins: Mutex<Logins>,
     by_id: HashMap<String, usize>,
     initial_scenario: Scenario,
     scenario: RwLock<Arc<Scenario>>,
@@ -38,12 +42,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(cfg: &MockConfig) -> Shared {
+    pub fn new(cfg: &MockConfig, issuer: String) -> Shared {
         let clock = Clock::default();
         let now = clock.now();
         let ttl = cfg.token_ttl.as_secs();
         let seeds: Vec<_> = (0..cfg.accounts)
-            .map(|i| mint_account(i, &cfg.plan, now, ttl))
+            .map(|i| mint_account(i, cfg.plan_of(i), now, ttl))
             .collect();
         let accounts: Vec<Account> = seeds
             .iter()
@@ -67,7 +71,9 @@ impl Shared {
             templates: TemplateCache::default(),
             primary_capacity: cfg.primary_capacity_tokens,
             secondary_capacity: cfg.secondary_capacity_tokens,
+            issuer,
             credentials: RwLock::new(Credentials::new(seeds, now, ttl)),
+            logins: Mutex::new(Logins::new(cfg.accounts)),
             by_id,
             initial_scenario: cfg.scenario.clone(),
             scenario: RwLock::new(Arc::new(cfg.scenario.clone())),
@@ -85,6 +91,16 @@ impl Shared {
     /// Tokens, write side: refreshes and control calls.
     pub fn credentials_mut(&self) -> RwLockWriteGuard<'_, Credentials> {
         self.credentials.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sign-in state: codes, device logins, login knobs and their counters.
+    pub fn logins(&self) -> MutexGuard<'_, Logins> {
+        lock(&self.logins)
+    }
+
+    /// Where the device flow's codes must be redeemed (PROTOCOL.md 5.3 step 4).
+    pub fn device_redirect_uri(&self) -> String {
+        format!("{}/deviceauth/callback", self.issuer)
     }
 
     pub fn account_by_id(&self, id: &str) -> Option<usize> {
@@ -147,11 +163,12 @@ impl Shared {
         lock(&self.recordings).get(request_id).cloned()
     }
 
-    /// Back to the state right after start: clock, seeded tokens, usage, failures, expiries,
-    /// recordings, counters, caches and the global scenario.
+    /// Back to the state right after start: clock, seeded tokens, sign-ins, usage, failures,
+    /// expiries, recordings, counters, caches and the global scenario.
     pub fn reset(&self) {
         self.clock.reset();
         self.credentials_mut().reset();
+        self.logins().reset();
         let now = self.clock.now();
         for a in &self.accounts {
             a.reset(now);

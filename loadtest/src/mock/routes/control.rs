@@ -15,6 +15,7 @@ use super::read_body;
 use crate::mock::accounts::UsageMode;
 use crate::mock::body::MockBody;
 use crate::mock::errors;
+use crate::mock::logins::DeviceFlow;
 use crate::mock::reply::plain_json as json_reply;
 use crate::mock::scenario::Scenario;
 use crate::mock::state::Shared;
@@ -62,6 +63,29 @@ struct UsageModeReq {
 #[serde(deny_unknown_fields)]
 struct ClockReq {
     advance_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginAccountReq {
+    index: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyLoginReq {
+    error: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceFlowReq {
+    interval_secs: u64,
+    expires_in_secs: u64,
+    #[serde(default)]
+    pending_polls: u32,
 }
 
 pub async fn handle(shared: &Shared, rest: &str, req: Request<Incoming>) -> Response<MockBody> {
@@ -157,6 +181,35 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
             }
             ok()
         }
+        (&Method::POST, ["login-account"]) => {
+            let r: LoginAccountReq = parse(body)?;
+            if !shared.logins().set_login_account(r.index) {
+                return Err((
+                    StatusCode::NOT_FOUND,
+                    format!("No mock account with index {}", r.index),
+                ));
+            }
+            ok()
+        }
+        (&Method::POST, ["deny-login"]) => {
+            let r: DenyLoginReq = parse(body)?;
+            shared.logins().deny_next(&r.error, &r.description);
+            ok()
+        }
+        (&Method::POST, ["device-flow"]) => {
+            let r: DeviceFlowReq = parse(body)?;
+            shared.logins().set_device_flow(DeviceFlow {
+                interval_secs: r.interval_secs,
+                expires_in_secs: r.expires_in_secs,
+                pending_polls: r.pending_polls,
+            });
+            ok()
+        }
+        (&Method::POST, ["expire-device-logins"]) => {
+            shared.logins().expire_devices();
+            ok()
+        }
+        (&Method::GET, ["oauth-stats"]) => Ok(Reply::Json(json!(shared.logins().stats()))),
         (&Method::POST, ["clock"]) => {
             let c: ClockReq = parse(body)?;
             shared.clock.advance(c.advance_secs);

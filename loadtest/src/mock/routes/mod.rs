@@ -1,12 +1,14 @@
 //! Request routing and the steps every backend request shares: count it, authenticate it,
 //! read its body, and (last, on every path) count the reply.
 //!
-//! Backend routes live under `/backend-api` like upstream's; the OAuth token endpoint sits at
-//! the origin, as the issuer's does; the mock-only control API lives under `/__mock/`. New
-//! upstream endpoints (compaction, WebSocket) get a module here and a line in [`handle`].
+//! Backend routes live under `/backend-api` like upstream's; the OAuth endpoints (token,
+//! authorize, device login) sit at the origin, as the issuer's do; the mock-only control API
+//! lives under `/__mock/`. New upstream endpoints (compaction, WebSocket) get a module here and
+//! a line in [`handle`].
 
 mod auth;
 mod control;
+mod login;
 mod models;
 mod oauth;
 mod responses;
@@ -43,6 +45,10 @@ pub async fn handle(
         (&Method::GET, MODELS_PATH) => "GET /backend-api/codex/models",
         (&Method::GET, usage::USAGE_PATH) => "GET /backend-api/wham/usage",
         (&Method::POST, oauth::TOKEN_PATH) => "POST /oauth/token",
+        (&Method::GET, login::AUTHORIZE_PATH) => "GET /oauth/authorize",
+        (&Method::POST, login::USERCODE_PATH) => "POST /api/accounts/deviceauth/usercode",
+        (&Method::POST, login::DEVICE_TOKEN_PATH) => "POST /api/accounts/deviceauth/token",
+        (&Method::GET, login::DEVICE_PAGE_PATH) => "GET /codex/device",
         _ => "not_found",
     };
     shared.stats.request(route);
@@ -51,13 +57,18 @@ pub async fn handle(
         "GET /backend-api/codex/models" => models::handle(&shared, req),
         "GET /backend-api/wham/usage" => usage::handle(&shared, req),
         "POST /oauth/token" => oauth::handle(&shared, req).await,
+        "GET /oauth/authorize" => login::authorize(&shared, &req),
+        "POST /api/accounts/deviceauth/usercode" => login::usercode(&shared, req).await,
+        "POST /api/accounts/deviceauth/token" => login::device_token(&shared, req).await,
+        "GET /codex/device" => login::device_page(),
         _ => {
             let ctx = ReplyCtx::from_request(&shared, req.headers());
             let body = errors::not_found(req.method().as_str(), &path);
             ctx.json(&shared, StatusCode::NOT_FOUND, &body)
         }
     };
-    if !resp.status().is_success() {
+    // A sign-in redirect (302) is an answer, not a rejection.
+    if resp.status().is_client_error() || resp.status().is_server_error() {
         shared.stats.rejected(resp.status().as_u16());
     }
     if let Some(n) = resp.body().size_hint().exact() {

@@ -1,6 +1,8 @@
 //! `GET /backend-api/codex/models?client_version=X.Y.Z`: the model catalog (PROTOCOL.md 1.6).
 //! Models whose `minimal_client_version` is above the caller's version are withheld, as
-//! upstream does; a missing version counts as 0.0.0.
+//! upstream does; a missing version counts as 0.0.0. The catalog is per plan, as codex-lb
+//! expects (it asks once per plan and unions the answers): a model whose `available_in_plans`
+//! lacks the calling account's plan is withheld too, and `/responses` refuses it.
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ETAG};
@@ -12,35 +14,53 @@ use crate::mock::body::MockBody;
 use crate::mock::reply::{ReplyCtx, MODELS_ETAG};
 use crate::mock::state::Shared;
 
-/// Every slug the mock knows; `/responses` accepts exactly these.
-pub const MODEL_SLUGS: [&str; 4] = [
+/// Every slug the mock knows, in catalog order; `/responses` accepts exactly these, each for
+/// the plans in [`plans_of`].
+pub const MODEL_SLUGS: [&str; 5] = [
     "gpt-5.5",
     "gpt-5.3-codex",
     "gpt-5.1-codex-mini",
     "gpt-6-preview",
+    "gpt-5.5-pro",
 ];
 
-pub fn is_known_model(slug: &str) -> bool {
-    MODEL_SLUGS.contains(&slug)
+/// The paid plans that have every general model.
+const PAID_PLANS: &[&str] = &["plus", "pro", "team", "business", "enterprise", "edu"];
+/// Models only the `pro` plan has.
+const PRO_ONLY: &[&str] = &["pro"];
+
+/// A model's `available_in_plans`; `None` for a slug the mock does not know.
+pub fn plans_of(slug: &str) -> Option<&'static [&'static str]> {
+    match slug {
+        "gpt-5.5-pro" => Some(PRO_ONLY),
+        s if MODEL_SLUGS.contains(&s) => Some(PAID_PLANS),
+        _ => None,
+    }
+}
+
+/// Whether an account on `plan` may use `slug` (plan names compare case-insensitively).
+pub fn model_in_plan(slug: &str, plan: &str) -> bool {
+    plans_of(slug).is_some_and(|plans| plans.iter().any(|p| p.eq_ignore_ascii_case(plan)))
 }
 
 pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     let mut ctx = ReplyCtx::from_request(shared, req.headers());
-    match authenticate(shared, req.headers()) {
-        Ok(a) => {
-            ctx.account = Some(a);
-            shared.stats.account(shared.account_id(a));
-        }
+    let account = match authenticate(shared, req.headers()) {
+        Ok(a) => a,
         Err(rej) => {
             ctx.account = rej.account;
             return ctx.json(shared, rej.status, &rej.body);
         }
-    }
+    };
+    ctx.account = Some(account);
+    shared.stats.account(shared.account_id(account));
+    let plan = &shared.accounts[account].plan_type;
     let client = client_version(req.uri().query());
     let models: Vec<Value> = catalog()
         .into_iter()
         .filter(|m| {
             parse_version(m["minimal_client_version"].as_str().unwrap_or("0.0.0")) <= client
+                && model_in_plan(m["slug"].as_str().unwrap_or(""), plan)
         })
         .collect();
     let mut r = ctx.json(shared, StatusCode::OK, &json!({ "models": models }));
@@ -107,7 +127,7 @@ fn model(
         "supported_in_api": true,
         "minimal_client_version": min_version,
         "priority": priority,
-        "available_in_plans": ["plus", "pro", "team", "business", "enterprise", "edu"],
+        "available_in_plans": plans_of(slug).unwrap_or_default(),
         "visibility": "list",
         "shell_type": "shell_command",
         "apply_patch_tool_type": "freeform",
@@ -154,6 +174,15 @@ fn catalog() -> Vec<Value> {
             4,
             "99.0.0",
         ),
+        model(
+            "gpt-5.5-pro",
+            "GPT-5.5 Pro",
+            "GPT-5.5 with extended reasoning, for the Pro plan.",
+            272_000,
+            &["medium", "high", "xhigh"],
+            5,
+            "0.0.0",
+        ),
     ]
 }
 
@@ -171,10 +200,41 @@ mod tests {
 
     #[test]
     fn catalog_slugs_match_accepted_models() {
-        let slugs: Vec<String> = catalog()
+        let catalog = catalog();
+        let slugs: Vec<String> = catalog
             .iter()
             .map(|m| m["slug"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(slugs, MODEL_SLUGS);
+        // what the catalog advertises is what `/responses` enforces
+        for m in &catalog {
+            let slug = m["slug"].as_str().unwrap();
+            let advertised: Vec<&str> = m["available_in_plans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert!(!advertised.is_empty(), "{slug}");
+            assert_eq!(Some(&advertised[..]), plans_of(slug), "{slug}");
+            for plan in ["free", "plus", "pro", "team"] {
+                assert_eq!(
+                    model_in_plan(slug, plan),
+                    advertised.contains(&plan),
+                    "{slug} on {plan}"
+                );
+            }
+        }
+        assert!(plans_of("gpt-4o").is_none());
+        assert!(!model_in_plan("gpt-4o", "pro"));
+    }
+
+    #[test]
+    fn the_pro_model_is_pro_only() {
+        assert_eq!(plans_of("gpt-5.5-pro"), Some(&["pro"][..]));
+        assert!(model_in_plan("gpt-5.5-pro", "pro"));
+        assert!(model_in_plan("gpt-5.5-pro", "PRO"));
+        assert!(!model_in_plan("gpt-5.5-pro", "plus"));
+        assert!(model_in_plan("gpt-5.5", "plus"));
     }
 }

@@ -1,17 +1,24 @@
-//! `POST /oauth/token` at the mock's origin, which a gateway uses as its OAuth issuer: the
-//! refresh-token grant of PROTOCOL.md 5.4, with a JSON (CLI, codex-lb) or form-encoded body.
-//! `scope` and `client_id` are ignored; other grant types get 400.
+//! `POST /oauth/token` at the mock's origin, which a gateway uses as its OAuth issuer, with a
+//! JSON (CLI, codex-lb) or form-encoded body:
 //!
-//! Steps: read the body -> name the account by its refresh token and count the attempt ->
-//! check the grant -> rotate or refuse (one write lock on the credentials) -> wait the account's
-//! latency -> reply. The rotation comes before the wait on purpose: a gateway that gives up
-//! waiting has still spent its refresh token, the hazard PROTOCOL.md 5.4 warns about ("a
-//! transport failure after dispatch is never replayed"), and a test can show it deterministically.
+//! - `refresh_token` (PROTOCOL.md 5.4); `scope` and `client_id` are ignored. Steps: read the
+//!   body -> name the account by its refresh token and count the attempt -> check the grant ->
+//!   rotate or refuse (one write lock on the credentials) -> wait the account's latency ->
+//!   reply. The rotation comes before the wait on purpose: a gateway that gives up waiting has
+//!   still spent its refresh token, the hazard PROTOCOL.md 5.4 warns about ("a transport failure
+//!   after dispatch is never replayed"), and a test can show it deterministically.
+//! - `authorization_code` (PROTOCOL.md 5.2 step 4, 5.3 step 4): the code must be known, unspent
+//!   and unexpired, `client_id` the Codex one, `redirect_uri` the one the code was issued for,
+//!   and `code_verifier` hash to its S256 challenge; then the signing-in account gets a new
+//!   session (`Credentials::sign_in`). Refusals are 400 `{"error":"invalid_grant"|
+//!   "invalid_request","error_description"}`.
+//!
+//! Other grant types get 400 `unsupported_grant_type`.
 
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -19,17 +26,36 @@ use super::read_body;
 use crate::mock::body::MockBody;
 use crate::mock::credentials::RefreshRefusal;
 use crate::mock::errors;
-use crate::mock::reply::plain_json;
+use crate::mock::reply::no_store_json as reply;
 use crate::mock::request::parse_form;
 use crate::mock::state::Shared;
 
 pub const TOKEN_PATH: &str = "/oauth/token";
+/// What a sign-in grants (PROTOCOL.md 5.1, codex-lb's scope).
+const GRANTED_SCOPE: &str = "openid profile email offline_access";
 
 /// The fields of a token request the mock looks at.
 #[derive(Debug, Default, PartialEq)]
 struct Grant {
     grant_type: Option<String>,
     refresh_token: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    client_id: Option<String>,
+    code_verifier: Option<String>,
+}
+
+impl Grant {
+    fn from_fields(field: impl Fn(&str) -> Option<String>) -> Grant {
+        Grant {
+            grant_type: field("grant_type"),
+            refresh_token: field("refresh_token"),
+            code: field("code"),
+            redirect_uri: field("redirect_uri"),
+            client_id: field("client_id"),
+            code_verifier: field("code_verifier"),
+        }
+    }
 }
 
 pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
@@ -68,13 +94,14 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBod
 fn outcome(shared: &Shared, grant: &Grant) -> (StatusCode, Value) {
     match grant.grant_type.as_deref() {
         Some("refresh_token") => {}
+        Some("authorization_code") => return exchange_code(shared, grant),
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,
                 errors::oauth(
                     "unsupported_grant_type",
                     &format!(
-                        "Unsupported grant_type {other:?}: the mock implements refresh_token only."
+                        "Unsupported grant_type {other:?}: the mock implements refresh_token and authorization_code."
                     ),
                 ),
             )
@@ -116,12 +143,39 @@ fn outcome(shared: &Shared, grant: &Grant) -> (StatusCode, Value) {
     }
 }
 
-/// Token responses must not be cached (RFC 6749 section 5.1).
-fn reply(status: StatusCode, v: &Value) -> Response<MockBody> {
-    let mut r = plain_json(status, v);
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+/// The authorization-code grant: check the code (one lock on the sign-ins), then mint the new
+/// session (one write lock on the credentials; never both at once).
+fn exchange_code(shared: &Shared, grant: &Grant) -> (StatusCode, Value) {
+    let checked = shared.logins().exchange(
+        grant.code.as_deref(),
+        grant.client_id.as_deref(),
+        grant.redirect_uri.as_deref(),
+        grant.code_verifier.as_deref(),
+        shared.clock.now(),
+    );
+    let account = match checked {
+        Ok(a) => a,
+        Err(why) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                errors::oauth(why.error(), why.description()),
+            )
+        }
+    };
+    let (t, expires_in) = shared
+        .credentials_mut()
+        .sign_in(account, shared.clock.now());
+    (
+        StatusCode::OK,
+        json!({
+            "id_token": t.id_token,
+            "access_token": t.access_token,
+            "refresh_token": t.refresh_token,
+            "expires_in": expires_in,
+            "token_type": "Bearer",
+            "scope": GRANTED_SCOPE,
+        }),
+    )
 }
 
 /// JSON when the content type says so, form-encoded when it says so; without a usable content
@@ -138,18 +192,14 @@ fn parse_grant(content_type: Option<&str>, body: &[u8]) -> Result<Grant, String>
         if !v.is_object() {
             return Err("The token request body must be a JSON object.".into());
         }
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        Ok(Grant {
-            grant_type: field("grant_type"),
-            refresh_token: field("refresh_token"),
-        })
+        Ok(Grant::from_fields(|k| {
+            v.get(k).and_then(Value::as_str).map(str::to_string)
+        }))
     } else {
         let form = parse_form(body);
-        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        Ok(Grant {
-            grant_type: field("grant_type"),
-            refresh_token: field("refresh_token"),
-        })
+        Ok(Grant::from_fields(|k| {
+            form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        }))
     }
 }
 
@@ -161,6 +211,8 @@ mod tests {
         Grant {
             grant_type: Some(g.into()),
             refresh_token: Some(rt.into()),
+            client_id: Some("app_x".into()),
+            ..Grant::default()
         }
     }
 
@@ -192,5 +244,21 @@ mod tests {
             parse_grant(Some("application/json"), br#"{"grant_type":1}"#),
             Ok(Grant::default())
         );
+    }
+
+    #[test]
+    fn reads_authorization_code_fields() {
+        let form = b"grant_type=authorization_code&code=ac_1&redirect_uri=http%3A%2F%2Flocalhost%3A1455%2Fauth%2Fcallback&client_id=app_EMoamEEZ73f0CkXaXp7hrann&code_verifier=v-1";
+        let want = Grant {
+            grant_type: Some("authorization_code".into()),
+            code: Some("ac_1".into()),
+            redirect_uri: Some("http://localhost:1455/auth/callback".into()),
+            client_id: Some("app_EMoamEEZ73f0CkXaXp7hrann".into()),
+            code_verifier: Some("v-1".into()),
+            ..Grant::default()
+        };
+        assert_eq!(parse_grant(None, form).as_ref(), Ok(&want));
+        let json_body = br#"{"grant_type":"authorization_code","code":"ac_1","redirect_uri":"http://localhost:1455/auth/callback","client_id":"app_EMoamEEZ73f0CkXaXp7hrann","code_verifier":"v-1"}"#;
+        assert_eq!(parse_grant(Some("application/json"), json_body), Ok(want));
     }
 }

@@ -12,7 +12,7 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::auth::authenticate;
-use super::models::is_known_model;
+use super::models::model_in_plan;
 use super::read_body;
 use crate::mock::body::{ConnCtl, MockBody, SseBody, StreamMeta};
 use crate::mock::errors;
@@ -118,7 +118,7 @@ pub async fn handle(
             &errors::invalid_request(msg, None, None),
         );
     };
-    let model = match validate(&req_body) {
+    let model = match validate(&req_body, &acct.plan_type) {
         Ok(m) => m,
         Err(body) => return ctx.json(shared, StatusCode::BAD_REQUEST, &body),
     };
@@ -196,8 +196,8 @@ pub async fn handle(
     r
 }
 
-/// Upstream's request checks; `Ok` carries the model slug.
-fn validate(body: &Map<String, Value>) -> Result<String, Value> {
+/// Upstream's request checks for an account on `plan`; `Ok` carries the model slug.
+fn validate(body: &Map<String, Value>, plan: &str) -> Result<String, Value> {
     for p in UNSUPPORTED_PARAMS {
         if body.contains_key(p) {
             return Err(errors::invalid_request(
@@ -228,7 +228,8 @@ fn validate(body: &Map<String, Value>) -> Result<String, Value> {
             None,
         ));
     };
-    if !is_known_model(model) {
+    // An unknown model and one outside the account's plan get the same answer upstream.
+    if !model_in_plan(model, plan) {
         let msg = format!(
             "The '{model}' model is not supported when using Codex with a ChatGPT account."
         );
@@ -261,4 +262,121 @@ fn resolve_scenario(
         return Ok((*base).clone());
     }
     base.overlay(&patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use crate::mock::testing::{call, Reply};
+    use crate::mock::{MockConfig, MockUpstream, SeedAccount};
+
+    fn turn(m: &MockUpstream, a: &SeedAccount, model: &str) -> Reply {
+        let bearer = format!("Bearer {}", a.access_token);
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("chatgpt-account-id", a.chatgpt_account_id.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let body = json!({"model": model, "input": [], "stream": true, "store": false});
+        call(
+            m.addr(),
+            "POST",
+            super::super::RESPONSES_PATH,
+            &headers,
+            body.to_string().as_bytes(),
+        )
+    }
+
+    fn get(m: &MockUpstream, a: &SeedAccount, path: &str) -> Reply {
+        let bearer = format!("Bearer {}", a.access_token);
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("chatgpt-account-id", a.chatgpt_account_id.as_str()),
+        ];
+        call(m.addr(), "GET", path, &headers, b"")
+    }
+
+    fn slugs(r: &Reply) -> Vec<String> {
+        r.json()["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["slug"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn plans_are_per_account_and_restrict_models() {
+        let m = MockUpstream::start(MockConfig {
+            accounts: 3,
+            plans: vec!["pro".into(), "plus".into()],
+            plan: "team".into(),
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let accts = m.accounts();
+        let plans: Vec<&str> = accts.iter().map(|a| a.plan_type.as_str()).collect();
+        assert_eq!(
+            plans,
+            ["pro", "plus", "team"],
+            "missing indexes fall back to plan"
+        );
+
+        let [pro, plus, team] = [&accts[0], &accts[1], &accts[2]];
+        let ok = turn(&m, pro, "gpt-5.5-pro");
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.header("x-codex-plan-type"), Some("pro"));
+        for a in [plus, team] {
+            let r = turn(&m, a, "gpt-5.5-pro");
+            assert_eq!(r.status, 400);
+            let err = &r.json()["error"];
+            assert_eq!(
+                err["message"],
+                "The 'gpt-5.5-pro' model is not supported when using Codex with a ChatGPT account."
+            );
+            assert_eq!(err["param"], "model");
+            assert_eq!(err["type"], "invalid_request_error");
+            assert_eq!(r.header("x-codex-plan-type"), Some(a.plan_type.as_str()));
+            assert_eq!(turn(&m, a, "gpt-5.5").status, 200);
+        }
+
+        // the catalog is per plan
+        let path = "/backend-api/codex/models?client_version=0.144.0";
+        assert_eq!(
+            slugs(&get(&m, pro, path)),
+            [
+                "gpt-5.5",
+                "gpt-5.3-codex",
+                "gpt-5.1-codex-mini",
+                "gpt-5.5-pro"
+            ]
+        );
+        assert_eq!(
+            slugs(&get(&m, plus, path)),
+            ["gpt-5.5", "gpt-5.3-codex", "gpt-5.1-codex-mini"]
+        );
+        let pro_model = get(&m, pro, path).json()["models"][3].clone();
+        assert_eq!(pro_model["available_in_plans"], json!(["pro"]));
+
+        // usage, 429 bodies and token claims follow the account's plan
+        let usage = get(&m, plus, "/backend-api/wham/usage").json();
+        assert_eq!(usage["plan_type"], "plus");
+        m.set_used_percent(&pro.chatgpt_account_id, 100.0, 0.0);
+        let limited = turn(&m, pro, "gpt-5.5");
+        assert_eq!(limited.status, 429);
+        assert_eq!(limited.json()["error"]["plan_type"], "pro");
+        let claims: Value = {
+            use base64::Engine as _;
+            let payload = team.id_token.split('.').nth(1).unwrap();
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap();
+            serde_json::from_slice(&raw).unwrap()
+        };
+        assert_eq!(
+            claims["https://api.openai.com/auth"]["chatgpt_plan_type"],
+            "team"
+        );
+    }
 }

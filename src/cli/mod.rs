@@ -3,6 +3,8 @@
 //! sled lets one process hold a data dir, so `accounts` commands talk to the running gateway's
 //! admin API when the dir is locked, and open the store directly when no gateway holds it.
 
+mod login;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -11,7 +13,7 @@ use serde_json::Value;
 
 use crate::accounts::registry;
 use crate::accounts::AccountStatus;
-use crate::config::{ServeArgs, TargetArgs};
+use crate::config::{LoginArgs, ServeArgs, TargetArgs};
 use crate::control::AccountInfo;
 use crate::store::{Store, StoreError};
 
@@ -44,10 +46,40 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsAction {
-    /// Import Codex auth.json files (e.g. ~/.codex/auth.json) as pooled accounts.
+    /// Sign in to ChatGPT and add the account: in a browser (callback on localhost:1455 while
+    /// the sign-in is pending), by device code, or by pasting the final URL back.
+    Login {
+        /// Sign in with a code typed on another device (headless servers).
+        #[arg(long, conflicts_with = "manual")]
+        device: bool,
+        /// Do not listen for the callback; paste the URL the browser ends on instead (when the
+        /// callback port cannot be reached from the browser).
+        #[arg(long)]
+        manual: bool,
+        /// Print the sign-in URL without trying to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        #[command(flatten)]
+        login: LoginArgs,
+        /// Extra CA certificates (PEM) to trust for the issuer.
+        #[arg(long, env = "CODEX_LB_UPSTREAM_CA_FILE")]
+        upstream_ca_file: Option<PathBuf>,
+    },
+    /// Import Codex auth.json files (e.g. ~/.codex/auth.json), or every *.json file of a
+    /// directory, as pooled accounts. Importing the same account again updates it.
     Import {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Write an account's tokens as a Codex auth.json (to move it; see the warning it prints).
+    Export {
+        id: String,
+        /// Output format; `codex` is the Codex CLI's auth.json.
+        #[arg(long, default_value = "codex", value_parser = ["codex"])]
+        format: String,
+        /// Write to this file (created with mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// List pooled accounts.
     List {
@@ -148,33 +180,73 @@ fn call(method: &str, url: &str, body: Option<&[u8]>) -> Result<Value, String> {
 pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), String> {
     let backend = backend(&target)?;
     match action {
+        AccountsAction::Login {
+            device,
+            manual,
+            no_browser,
+            login,
+            upstream_ca_file,
+        } => login::run(
+            backend,
+            login::LoginOptions {
+                device,
+                manual,
+                no_browser,
+                login,
+                ca_file: upstream_ca_file,
+            },
+        ),
         AccountsAction::Import { paths } => {
-            for path in paths {
-                let body = std::fs::read(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let (info, created) = match &backend {
-                    Backend::Direct(store) => {
-                        let (record, _, created) = registry::import(store, &body)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
-                        (serde_json::to_value(record).unwrap_or_default(), created)
+            let files = import_files(&paths)?;
+            let mut failed = 0;
+            for path in &files {
+                match import_one(&backend, path) {
+                    Ok((info, created)) => println!(
+                        "{} {} ({}, plan {})",
+                        if created { "imported" } else { "updated" },
+                        info["id"].as_str().unwrap_or("?"),
+                        info["email"].as_str().unwrap_or("no email"),
+                        info["plan"].as_str().unwrap_or("unknown"),
+                    ),
+                    Err(e) => {
+                        eprintln!("{}: {e}", path.display());
+                        failed += 1;
                     }
-                    Backend::Gateway(base) => {
-                        let v = call("POST", &format!("{base}/api/accounts/import"), Some(&body))
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
-                        (
-                            v["account"].clone(),
-                            v["created"].as_bool().unwrap_or(false),
-                        )
-                    }
-                };
-                println!(
-                    "{} {} ({}, plan {})",
-                    if created { "imported" } else { "updated" },
-                    info["id"].as_str().unwrap_or("?"),
-                    info["email"].as_str().unwrap_or("no email"),
-                    info["plan"].as_str().unwrap_or("unknown"),
-                );
+                }
             }
+            match failed {
+                0 => Ok(()),
+                n => Err(format!("{n} of {} files were not imported", files.len())),
+            }
+        }
+        AccountsAction::Export {
+            id,
+            format: _,
+            output,
+        } => {
+            let auth = match &backend {
+                Backend::Direct(store) => {
+                    let (record, tokens) = registry::get(store, &id)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no account {id}"))?;
+                    crate::accounts::auth_file::to_auth_json(
+                        &tokens,
+                        Some(&record.chatgpt_account_id),
+                        record.last_refresh_at,
+                    )
+                }
+                Backend::Gateway(base) => {
+                    call("GET", &format!("{base}/api/accounts/{id}/export"), None)?["auth_json"]
+                        .clone()
+                }
+            };
+            let text = serde_json::to_string_pretty(&auth).unwrap_or_default();
+            match output {
+                Some(path) => write_private(&path, text.as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                None => println!("{text}"),
+            }
+            eprintln!("warning: {}", crate::dashboard::EXPORT_WARNING);
             Ok(())
         }
         AccountsAction::List { json } => {
@@ -305,6 +377,62 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
             Ok(())
         }
     }
+}
+
+/// The files an import reads: each file given, and the `*.json` files of each directory given.
+fn import_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "json"))
+                .collect();
+            if found.is_empty() {
+                return Err(format!("{} has no .json files", p.display()));
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn import_one(backend: &Backend, path: &std::path::Path) -> Result<(Value, bool), String> {
+    let body = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    match backend {
+        Backend::Direct(store) => {
+            let (record, _, created) = registry::import(store, &body).map_err(|e| e.to_string())?;
+            Ok((serde_json::to_value(record).unwrap_or_default(), created))
+        }
+        Backend::Gateway(base) => {
+            let v = call("POST", &format!("{base}/api/accounts/import"), Some(&body))?;
+            Ok((
+                v["account"].clone(),
+                v["created"].as_bool().unwrap_or(false),
+            ))
+        }
+    }
+}
+
+/// Writes a file only its owner can read (it holds tokens).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open; tighten it too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.write_all(b"\n")?;
+    f.sync_all()
 }
 
 /// Pauses or resumes an account, through the gateway or directly in the store.
