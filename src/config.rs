@@ -113,7 +113,8 @@ pub struct ServeArgs {
     /// Usage events buffered between the workers and the ledger; a full buffer drops (and counts).
     #[arg(long, env = "CODEX_LB_LEDGER_CHANNEL_CAPACITY", default_value_t = DEFAULT_LEDGER_CHANNEL_CAPACITY)]
     pub ledger_channel_capacity: usize,
-    /// Accounts tried for one request before giving up (failover before the first byte).
+    /// Upstream failures (5xx, transport errors, refused tokens) one request may meet before the
+    /// last is answered; accounts at their usage limit are skipped without counting.
     #[arg(long, env = "CODEX_LB_FAILOVER_ATTEMPTS", default_value_t = DEFAULT_FAILOVER_ATTEMPTS)]
     pub failover_attempts: usize,
     /// How long a fetched model catalog is reused.
@@ -137,10 +138,15 @@ pub struct ServeArgs {
     /// Codex CLI version sent as `client_version` when the client did not send one.
     #[arg(long, env = "CODEX_LB_CLIENT_VERSION", default_value = DEFAULT_CLIENT_VERSION)]
     pub client_version: String,
-    /// Allow listening on a non-loopback address although proxy keys and a dashboard password do
-    /// not exist yet. Anyone who can reach the port can then spend the pooled accounts.
+    /// Let non-loopback callers use the proxy without a key while key auth is off (and listen on
+    /// a non-loopback address without `--api-key-auth`). Anyone who can reach the port can then
+    /// spend the pooled accounts.
     #[arg(long, env = "CODEX_LB_INSECURE_ALLOW_REMOTE", default_value_t = false)]
     pub insecure_allow_remote: bool,
+    /// Require a proxy API key (`Authorization: Bearer sk-clb-…`) on every proxy route. Without
+    /// this flag the last run-time choice (`PUT /api/settings`) applies, else off.
+    #[arg(long, env = "CODEX_LB_API_KEY_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub api_key_auth: Option<bool>,
 }
 
 /// Where a gateway listens and keeps its data; shared by `serve` and the `accounts` commands.
@@ -275,6 +281,9 @@ pub struct Settings {
     pub failover_attempts: usize,
     pub models_cache_ttl: Duration,
     pub client_version: String,
+    pub api_key_auth: Option<bool>,
+    /// Non-loopback callers may use the proxy without a key while key auth is off.
+    pub insecure_allow_remote: bool,
 }
 
 impl Settings {
@@ -298,7 +307,10 @@ impl Settings {
             1,
             1 << 20,
         )?;
-        if !a.target.listen.ip().is_loopback() && !a.insecure_allow_remote {
+        if !a.target.listen.ip().is_loopback()
+            && !a.insecure_allow_remote
+            && a.api_key_auth != Some(true)
+        {
             return Err(ConfigError::RemoteWithoutAuth(a.target.listen));
         }
         Ok(Settings {
@@ -333,6 +345,8 @@ impl Settings {
             failover_attempts: a.failover_attempts,
             models_cache_ttl: a.models_cache_ttl,
             client_version: a.client_version.clone(),
+            api_key_auth: a.api_key_auth,
+            insecure_allow_remote: a.insecure_allow_remote,
         })
     }
 

@@ -67,6 +67,8 @@ pub enum StartError {
     Ledger(#[from] LedgerError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Pricing(#[from] crate::pricing::PricingError),
 }
 
 pub struct Gateway {
@@ -163,8 +165,10 @@ impl Gateway {
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL);
         let workers_n = settings.workers;
         let login = Arc::new(login_flows(&settings, tls.clone(), control_tx.clone()));
+        let pricing = Arc::new(crate::pricing::Pricing::load(&settings.data_dir)?);
         let shared = Arc::new(Shared {
             accounts: ArcSwap::from_pointee(Default::default()),
+            keys: ArcSwap::from_pointee(Default::default()),
             upstream_addrs: ArcSwap::from_pointee(addrs),
             tls,
             ledger_tx,
@@ -172,6 +176,7 @@ impl Gateway {
             control_tx,
             metrics: (0..workers_n).map(|_| Arc::default()).collect(),
             login,
+            pricing,
             response_owners: Default::default(),
             model_plans: Default::default(),
             shutdown: ShutdownState::default(),

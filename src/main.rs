@@ -23,13 +23,8 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(*args),
-        Some(Command::Accounts { target, action }) => match run_accounts(target, action) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::Accounts { target, action }) => exit(run_accounts(target, action)),
+        Some(Command::Keys { target, action }) => exit(codex_lb::cli::keys::run(target, action)),
     }
 }
 
@@ -102,6 +97,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::FAILURE,
         Err(e) => {
             tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,7 @@ use crate::accounts::continuity::{ModelPlans, ResponseOwners};
 use crate::accounts::AccountsSnapshot;
 use crate::config::Settings;
 use crate::control::ControlMsg;
+use crate::keys::KeysSnapshot;
 use crate::ledger::{LedgerQuery, UsageEvent};
 use crate::login::LoginFlows;
 use crate::metrics::CoreMetrics;
@@ -26,6 +27,8 @@ use crate::metrics::CoreMetrics;
 pub struct Shared {
     pub settings: Settings,
     pub accounts: ArcSwap<AccountsSnapshot>,
+    /// Proxy API keys and whether they are required.
+    pub keys: ArcSwap<KeysSnapshot>,
     /// Resolved upstream addresses; refreshed by the control thread (DNS never runs on a worker).
     pub upstream_addrs: ArcSwap<Vec<SocketAddr>>,
     /// Client TLS for the upstream and the OAuth issuer (whichever is https).
@@ -38,6 +41,8 @@ pub struct Shared {
     pub response_owners: ResponseOwners,
     /// Which plans offer each model, learned from the upstream catalogs fetched so far.
     pub model_plans: ModelPlans,
+    /// Prices per model (embedded table, overridden by `<data dir>/prices.json`).
+    pub pricing: Arc<crate::pricing::Pricing>,
     /// Pending and recent sign-ins started through the admin API.
     pub login: Arc<LoginFlows>,
     pub shutdown: ShutdownState,

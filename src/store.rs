@@ -44,6 +44,10 @@ pub struct Store {
     pub usage_totals: sled::Tree,
     /// Run-time settings the owner changed (strategy), and the last known quota per account.
     pub settings: sled::Tree,
+    /// Proxy API keys by id (hashes only).
+    pub api_keys: sled::Tree,
+    /// Per-key usage per limit window, written by the ledger.
+    pub key_usage: sled::Tree,
     pub sealer: Sealer,
     pub dir: PathBuf,
 }
@@ -116,6 +120,8 @@ impl Store {
             requests: db.open_tree("requests")?,
             usage_totals: db.open_tree("usage_totals")?,
             settings: db.open_tree("settings")?,
+            api_keys: db.open_tree("api_keys")?,
+            key_usage: db.open_tree("key_usage")?,
             sealer,
             db,
             dir: dir.to_path_buf(),

@@ -6,7 +6,7 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{turn_body, Env};
+use common::{cli, turn_body, Env};
 use loadtest::mock::MockConfig;
 use serde_json::{json, Value};
 
@@ -247,15 +247,6 @@ fn device_sign_in_waits_through_pending_polls_and_expires_when_never_approved() 
     env.mock.expire_device_logins();
     let done = wait_final(&env, never["id"].as_str().unwrap(), Duration::from_secs(10));
     assert_eq!(done["status"], "expired", "{done}");
-}
-
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_codex-lb"))
-        .args(args)
-        .env_remove("CODEX_LB_DATA_DIR")
-        .env_remove("CODEX_LB_LISTEN")
-        .output()
-        .expect("codex-lb runs")
 }
 
 #[test]

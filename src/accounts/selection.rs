@@ -167,6 +167,18 @@ impl CoreAccounts {
         let eligible = |a: &AccountView, s: &Slot| {
             usable(a, s) && !a.over_cap() && (cap == 0 || s.in_flight < cap)
         };
+        // Set aside by this worker only after a transient failure (5xx, short 429): a last resort
+        // rather than a refusal.
+        let set_aside = |a: &AccountView, s: &Slot| {
+            s.usage_reset.is_none()
+                && s.cooling(now)
+                && a.status == AccountStatus::Active
+                && on_plan(a)
+                && !req.excluded.contains(&a.id)
+                && a.blocked_at(now_unix).is_none()
+                && !a.over_cap()
+                && (cap == 0 || s.in_flight < cap)
+        };
 
         if let Some(pinned) = req.pinned {
             return match snap
@@ -175,7 +187,7 @@ impl CoreAccounts {
                 .zip(&self.slots)
                 .find(|(a, _)| &*a.id == pinned)
             {
-                Some((a, s)) if eligible(a, s) => Pick::Account(Arc::clone(a)),
+                Some((a, s)) if eligible(a, s) || set_aside(a, s) => Pick::Account(Arc::clone(a)),
                 _ => Pick::PinnedUnavailable,
             };
         }
@@ -199,6 +211,18 @@ impl CoreAccounts {
             if let Some(a) = chosen.and_then(|i| snap.accounts.get(i)) {
                 return Pick::Account(Arc::clone(a));
             }
+        }
+
+        // Every account this worker could use is set aside: try the one that recovers first
+        // (excluded ones, already tried by this request, stay out).
+        if let Some((a, _)) = snap
+            .accounts
+            .iter()
+            .zip(&self.slots)
+            .filter(|(a, s)| set_aside(a, s))
+            .min_by_key(|(_, s)| s.cooldown_until)
+        {
+            return Pick::Account(Arc::clone(a));
         }
 
         // Nobody can take it: say why, most specific first.
@@ -627,11 +651,34 @@ mod tests {
             Pick::AllUsageLimited { resets_at: 300 }
         ));
         assert_eq!(picked(c.pick(&s, PickRequest::default(), now, 400)), "b");
+        // Set aside after a transient failure, b is still the last resort, unless this request
+        // already tried it.
         c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), None);
+        assert_eq!(picked(c.pick(&s, PickRequest::default(), now, 400)), "b");
+        let tried = [Arc::<str>::from("b")];
         assert!(matches!(
-            c.pick(&s, PickRequest::default(), now, 400),
+            c.pick(
+                &s,
+                PickRequest {
+                    excluded: &tried,
+                    ..Default::default()
+                },
+                now,
+                400
+            ),
             Pick::NoneAvailable
         ));
+        // A healthy account is always preferred to one set aside.
+        let two = snap(
+            Strategy::RoundRobin,
+            vec![view("x", 0.0, None), view("y", 0.0, None)],
+        );
+        let mut c2 = CoreAccounts::new(1);
+        c2.pick(&two, PickRequest::default(), now, 400);
+        c2.cool_down(&Arc::from("x"), now + Duration::from_secs(5), None);
+        for _ in 0..6 {
+            assert_eq!(picked(c2.pick(&two, PickRequest::default(), now, 400)), "y");
+        }
         c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), Some(700));
         assert!(matches!(
             c.pick(&s, PickRequest::default(), now, 400),

@@ -3,6 +3,7 @@
 //! sled lets one process hold a data dir, so `accounts` commands talk to the running gateway's
 //! admin API when the dir is locked, and open the store directly when no gateway holds it.
 
+pub mod keys;
 mod login;
 
 use std::net::SocketAddr;
@@ -41,6 +42,13 @@ pub enum Command {
         target: TargetArgs,
         #[command(subcommand)]
         action: AccountsAction,
+    },
+    /// Create, list, update and revoke proxy API keys.
+    Keys {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        action: keys::KeysAction,
     },
 }
 

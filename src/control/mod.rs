@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod jobs;
+pub mod keys;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -107,10 +108,24 @@ fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option
     Option::<f64>::deserialize(d).map(Some)
 }
 
-/// Run-time settings the admin API shows and changes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Run-time settings the admin API shows.
+#[derive(Debug, Clone, Serialize)]
 pub struct RuntimeSettings {
     pub strategy: Strategy,
+    #[serde(flatten)]
+    pub keys: keys::KeySettings,
+}
+
+/// A change to the run-time settings; absent fields stay.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub api_key_auth: Option<bool>,
+    #[serde(default)]
+    pub hide_quota_headers: Option<bool>,
 }
 
 type Reply<T> = Sender<Result<T, String>>;
@@ -145,10 +160,11 @@ pub enum ControlMsg {
     GetSettings {
         reply: Sender<RuntimeSettings>,
     },
-    SetStrategy {
-        strategy: Strategy,
+    SetSettings {
+        patch: SettingsPatch,
         reply: Sender<RuntimeSettings>,
     },
+    Keys(keys::KeyCmd),
     Observe(Observation),
     JobDone(JobResult),
     Shutdown,
@@ -219,6 +235,7 @@ pub struct Control {
     jobs: Option<Sender<Job>>,
     quota_dirty: bool,
     last_quota_persist: Instant,
+    keys: keys::KeysControl,
 }
 
 impl Control {
@@ -244,7 +261,9 @@ impl Control {
             .strategy
             .or(stored_strategy)
             .unwrap_or_default();
+        let keys = keys::KeysControl::load(store.clone(), Arc::clone(&shared))?;
         let mut c = Control {
+            keys,
             store,
             shared,
             entries,
@@ -383,28 +402,40 @@ impl Control {
                 let _ = reply.send(res);
             }
             ControlMsg::GetSettings { reply } => {
-                let _ = reply.send(RuntimeSettings {
-                    strategy: self.strategy,
-                });
+                let _ = reply.send(self.runtime_settings());
             }
-            ControlMsg::SetStrategy { strategy, reply } => {
-                self.strategy = strategy;
-                if let Err(e) = self
-                    .store
-                    .settings
-                    .insert(STRATEGY_KEY, strategy.as_str().as_bytes())
-                {
-                    tracing::warn!(error = %e, "cannot store the strategy; it applies until restart");
+            ControlMsg::SetSettings { patch, reply } => {
+                if let Some(strategy) = patch.strategy {
+                    self.strategy = strategy;
+                    if let Err(e) = self
+                        .store
+                        .settings
+                        .insert(STRATEGY_KEY, strategy.as_str().as_bytes())
+                    {
+                        tracing::warn!(error = %e, "cannot store the strategy; it applies until restart");
+                    }
+                    tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
+                    self.publish();
                 }
-                tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
-                self.publish();
-                let _ = reply.send(RuntimeSettings { strategy });
+                if patch.api_key_auth.is_some() || patch.hide_quota_headers.is_some() {
+                    self.keys.set(patch.api_key_auth, patch.hide_quota_headers);
+                    tracing::info!(settings = ?self.keys.settings(), "key settings changed");
+                }
+                let _ = reply.send(self.runtime_settings());
             }
+            ControlMsg::Keys(cmd) => self.keys.handle(cmd),
             ControlMsg::Observe(obs) => self.observe(obs),
             ControlMsg::JobDone(result) => self.job_done(result),
             ControlMsg::Shutdown => return false,
         }
         true
+    }
+
+    fn runtime_settings(&self) -> RuntimeSettings {
+        RuntimeSettings {
+            strategy: self.strategy,
+            keys: self.keys.settings(),
+        }
     }
 
     fn set_status(&mut self, id: &str, paused: bool) -> Result<AccountInfo, String> {

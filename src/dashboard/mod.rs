@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use serde_json::json;
 
 use crate::accounts::{now_unix, AccountStatus};
-use crate::control::{AccountInfo, AccountPatch, ControlMsg, RuntimeSettings};
+use crate::control::{AccountInfo, AccountPatch, ControlMsg, SettingsPatch};
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
@@ -22,8 +22,10 @@ use crate::metrics;
 use crate::proxy::client::ClientConn;
 use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
+use keys_api::KeysRoute;
 use login_api::LoginRoute;
 
+pub mod keys_api;
 pub mod login_api;
 
 /// Largest auth.json accepted by the import endpoint.
@@ -41,6 +43,7 @@ const MAX_REQUESTS_LIMIT: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminRoute {
     Login(LoginRoute),
+    Keys(KeysRoute),
     AccountsExport,
     AccountsList,
     AccountsImport,
@@ -59,6 +62,9 @@ impl AdminRoute {
     pub fn parse(method: &str, path: &str) -> Option<Result<AdminRoute, ()>> {
         if let Some(r) = LoginRoute::parse(method, path) {
             return Some(r.map(AdminRoute::Login));
+        }
+        if let Some(r) = KeysRoute::parse(method, path) {
+            return Some(r.map(AdminRoute::Keys));
         }
         let action = account_path(path).map(|(_, action)| action);
         let r = match (method, path, action) {
@@ -223,6 +229,7 @@ pub async fn handle(
     // Each arm produces the answer: a status and body, or an error envelope.
     let answer: Result<(u16, serde_json::Value), ApiError> = match route {
         AdminRoute::Login(r) => login_api::answer(w, r, head.path(), &body).await,
+        AdminRoute::Keys(r) => keys_api::answer(w, r, head.path(), &body).await,
         AdminRoute::AccountsExport => control_answer(
             ask(w, |reply| ControlMsg::Export {
                 id: id.clone(),
@@ -295,16 +302,16 @@ pub async fn handle(
             .await
             .map(|s| (200, json!(s)))
             .ok_or_else(busy),
-        AdminRoute::SettingsPut => match serde_json::from_slice::<RuntimeSettings>(&body) {
-            Ok(RuntimeSettings { strategy }) => {
-                ask(w, |reply| ControlMsg::SetStrategy { strategy, reply })
-                    .await
-                    .map(|s| (200, json!(s)))
-                    .ok_or_else(busy)
-            }
+        AdminRoute::SettingsPut => match serde_json::from_slice::<SettingsPatch>(&body) {
+            Ok(patch) => ask(w, |reply| ControlMsg::SetSettings { patch, reply })
+                .await
+                .map(|s| (200, json!(s)))
+                .ok_or_else(busy),
             Err(e) => Err(invalid(
                 "invalid_json",
-                format!("expected {{\"strategy\": ...}}: {e}"),
+                format!(
+                    "expected {{\"strategy\", \"api_key_auth\", \"hide_quota_headers\"}} (any of them): {e}"
+                ),
             )),
         },
         AdminRoute::UsageSummary | AdminRoute::Requests => {
@@ -387,7 +394,30 @@ async fn usage(
                     (id.clone(), v)
                 })
                 .collect();
-            let body = json!({ "totals": summary.totals, "by_account": by_account, "by_model": summary.by_model });
+            // And keys by name, from the key snapshot.
+            let keys = w.shared.keys.load();
+            let by_key: serde_json::Map<String, serde_json::Value> = summary
+                .by_key
+                .iter()
+                .map(|(id, t)| {
+                    let name = keys
+                        .by_hash
+                        .values()
+                        .find(|k| &*k.id == id)
+                        .map(|k| k.name.clone());
+                    let mut v = serde_json::to_value(t).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("name".into(), json!(name));
+                    }
+                    (id.clone(), v)
+                })
+                .collect();
+            let body = json!({
+                "totals": summary.totals,
+                "by_account": by_account,
+                "by_model": summary.by_model,
+                "by_key": by_key,
+            });
             json_reply(w, client, 200, body, keep_alive).await
         }
         AdminRoute::Requests => {

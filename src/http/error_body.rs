@@ -14,6 +14,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Extra members of the error object (`resets_at`, `plan_type`, ...).
     pub extra: Box<Map<String, Value>>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             code: Some(code.to_string()),
             param: None,
             extra: Box::default(),
+            retry_after: None,
         }
     }
 
@@ -43,6 +46,11 @@ impl ApiError {
 
     pub fn with_param(mut self, param: &str) -> Self {
         self.param = Some(param.to_string());
+        self
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
         self
     }
 

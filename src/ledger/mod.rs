@@ -6,6 +6,7 @@
 //! keeps the totals in memory for instant answers, and fsyncs at least every flush interval, so a
 //! crash loses at most that interval and never leaves a row without its totals.
 
+pub mod key_windows;
 mod totals;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +52,9 @@ pub struct UsageEvent {
     pub ts_ms: u64,
     pub request_id: String,
     pub route: String,
+    /// The proxy API key that made the request.
+    #[serde(default)]
+    pub key_id: Option<String>,
     pub account_id: Option<String>,
     pub model: Option<String>,
     pub status: u16,
@@ -61,6 +65,9 @@ pub struct UsageEvent {
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
     pub total_tokens: u64,
+    /// Cost by the pricing table, micro-USD; `None` when the model has no price.
+    #[serde(default)]
+    pub cost_micro_usd: Option<u64>,
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub latency_ms: u64,
@@ -73,6 +80,9 @@ pub struct UsageSummary {
     pub totals: Totals,
     pub by_account: BTreeMap<String, Totals>,
     pub by_model: BTreeMap<String, Totals>,
+    /// Per proxy API key.
+    #[serde(default)]
+    pub by_key: BTreeMap<String, Totals>,
 }
 
 pub enum LedgerQuery {
@@ -93,6 +103,7 @@ pub struct Ledger {
     last_fsync: Instant,
     dirty_since_fsync: bool,
     flush_interval: Duration,
+    key_windows: key_windows::KeyWindows,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +127,8 @@ impl Ledger {
                 summary.by_account.insert(a.to_string(), t);
             } else if let Some(m) = key.strip_prefix("model/") {
                 summary.by_model.insert(m.to_string(), t);
+            } else if let Some(k) = key.strip_prefix("key/") {
+                summary.by_key.insert(k.to_string(), t);
             }
         }
         let seq = store
@@ -131,6 +144,7 @@ impl Ledger {
             last_fsync: Instant::now(),
             dirty_since_fsync: false,
             flush_interval,
+            key_windows: Default::default(),
         })
     }
 
@@ -151,6 +165,17 @@ impl Ledger {
         if let Some(m) = &ev.model {
             self.summary.by_model.entry(m.clone()).or_default().add(&ev);
         }
+        if let Some(k) = &ev.key_id {
+            self.summary.by_key.entry(k.clone()).or_default().add(&ev);
+            let tree = &self.store.key_usage;
+            self.key_windows.add(&ev, |row| {
+                tree.get(row)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .unwrap_or_default()
+            });
+        }
         self.pending.push(ev);
     }
 
@@ -162,6 +187,7 @@ impl Ledger {
             let mut rows = Vec::with_capacity(batch.len());
             let mut accounts: BTreeSet<&str> = BTreeSet::new();
             let mut models: BTreeSet<&str> = BTreeSet::new();
+            let mut keys: BTreeSet<&str> = BTreeSet::new();
             for ev in &batch {
                 let mut key = [0u8; 16];
                 key[..8].copy_from_slice(&ev.ts_ms.to_be_bytes());
@@ -170,6 +196,7 @@ impl Ledger {
                 rows.push((key, serde_json::to_vec(ev).unwrap_or_default()));
                 accounts.extend(ev.account_id.as_deref());
                 models.extend(ev.model.as_deref());
+                keys.extend(ev.key_id.as_deref());
             }
             // Totals are serialized once per batch, for the scopes the batch touched.
             let json = |t: Option<&Totals>| {
@@ -189,13 +216,26 @@ impl Ledger {
                     .iter()
                     .map(|m| (format!("model/{m}"), json(self.summary.by_model.get(*m)))),
             );
-            let res: Result<(), TransactionError<()>> =
-                (&self.store.requests, &self.store.usage_totals).transaction(|(req, tot)| {
+            touched.extend(
+                keys.iter()
+                    .map(|k| (format!("key/{k}"), json(self.summary.by_key.get(*k)))),
+            );
+            let now_secs = batch.last().map_or(0, |e| e.ts_ms / 1000);
+            let key_rows = self.key_windows.take_dirty(now_secs);
+            let res: Result<(), TransactionError<()>> = (
+                &self.store.requests,
+                &self.store.usage_totals,
+                &self.store.key_usage,
+            )
+                .transaction(|(req, tot, kw)| {
                     for (k, v) in &rows {
                         req.insert(&k[..], v.as_slice())?;
                     }
                     for (k, v) in &touched {
                         tot.insert(k.as_bytes(), v.as_slice())?;
+                    }
+                    for (k, v) in &key_rows {
+                        kw.insert(k.as_bytes(), v.as_slice())?;
                     }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 });
@@ -314,6 +354,8 @@ mod tests {
             ts_ms: 1,
             request_id: "r".into(),
             route: "responses".into(),
+            key_id: None,
+            cost_micro_usd: None,
             account_id: Some(account.into()),
             model: Some(model.into()),
             status: 200,

@@ -18,6 +18,10 @@ pub struct Totals {
     pub reasoning_tokens: u64,
     pub total_tokens: u64,
     pub response_bytes: u64,
+    /// Cost of the priced requests, micro-USD.
+    pub cost_micro_usd: u64,
+    /// Requests with tokens whose model has no price: their cost is unknown, not zero.
+    pub unpriced_requests: u64,
 }
 
 impl Totals {
@@ -35,5 +39,10 @@ impl Totals {
         self.reasoning_tokens += ev.reasoning_tokens;
         self.total_tokens += ev.total_tokens;
         self.response_bytes += ev.response_bytes;
+        match ev.cost_micro_usd {
+            Some(c) => self.cost_micro_usd += c,
+            None if ev.total_tokens > 0 => self.unpriced_requests += 1,
+            None => {}
+        }
     }
 }

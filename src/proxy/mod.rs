@@ -2,7 +2,7 @@
 //!
 //! 1. read head (httparse, limits)
 //! 2. route
-//! 3. authenticate (loopback rule for the admin API; proxy keys arrive in a later release)
+//! 3. authenticate (proxy API keys for proxy routes, `auth`; loopback rule for the admin API)
 //! 4. admit (connection cap, at accept)
 //! 5. read body
 //! 6. choose account
@@ -13,6 +13,7 @@
 //! Steps 5–9 live in the route handlers (`responses`, `models`); this file owns the connection
 //! loop, routing, and the answer/record helpers every handler ends with.
 
+pub mod auth;
 pub mod client;
 pub mod events;
 pub mod models;
@@ -85,6 +86,7 @@ pub struct Record {
     pub started: Instant,
     pub request_id: String,
     pub route: &'static str,
+    pub key_id: Option<String>,
     pub account_id: Option<String>,
     pub model: Option<String>,
     pub status: u16,
@@ -95,6 +97,8 @@ pub struct Record {
     pub response_bytes: u64,
     pub ttfb: Option<Duration>,
     pub attempts: u32,
+    /// Set once the usage is final (`priced`); `None` means unknown.
+    pub cost_micro_usd: Option<u64>,
 }
 
 impl Record {
@@ -105,6 +109,7 @@ impl Record {
                 .header_str("x-request-id")
                 .map_or_else(|| w.new_request_id(), str::to_string),
             route,
+            key_id: None,
             account_id: None,
             model: None,
             status: 0,
@@ -115,12 +120,29 @@ impl Record {
             response_bytes: 0,
             ttfb: None,
             attempts: 0,
+            cost_micro_usd: None,
         }
+    }
+
+    /// Prices the request's final usage with the gateway's table.
+    pub fn priced(&mut self, w: &Worker) -> Option<u64> {
+        if self.cost_micro_usd.is_none() {
+            self.cost_micro_usd = self.model.as_deref().and_then(|m| {
+                w.shared.pricing.cost_micro_usd(
+                    m,
+                    self.usage.input_tokens,
+                    self.usage.cached(),
+                    self.usage.output_tokens,
+                )
+            });
+        }
+        self.cost_micro_usd
     }
 }
 
 /// Sends the usage event to the ledger without ever waiting: a full channel is counted.
-pub fn record(w: &Worker, r: Record) {
+pub fn record(w: &Worker, mut r: Record) {
+    let cost_micro_usd = r.priced(w);
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -128,6 +150,7 @@ pub fn record(w: &Worker, r: Record) {
         ts_ms,
         request_id: r.request_id,
         route: r.route.to_string(),
+        key_id: r.key_id,
         account_id: r.account_id,
         model: r.model,
         status: r.status,
@@ -138,6 +161,7 @@ pub fn record(w: &Worker, r: Record) {
         output_tokens: r.usage.output_tokens,
         reasoning_tokens: r.usage.reasoning(),
         total_tokens: r.usage.total_tokens,
+        cost_micro_usd,
         request_bytes: r.request_bytes,
         response_bytes: r.response_bytes,
         latency_ms: r.started.elapsed().as_millis() as u64,
@@ -182,10 +206,18 @@ pub async fn respond_error(
     rec.error_code = err.code.clone();
     if err.status < 500 && err.status != 429 {
         inc(&w.metrics.client_errors);
+    } else if err.status >= 500 {
+        tracing::warn!(status = err.status, code = ?err.code, message = %err.message, request = %rec.request_id, "answered with a gateway error");
     }
     let body = err.to_json();
     rec.response_bytes = body.len() as u64;
-    let bytes = full_response(err.status, "application/json", &[], &body, keep_alive);
+    let retry = err.retry_after.map(|s| s.to_string());
+    let headers: Vec<(&str, &[u8])> = retry
+        .as_deref()
+        .map(|r| ("retry-after", r.as_bytes()))
+        .into_iter()
+        .collect();
+    let bytes = full_response(err.status, "application/json", &headers, &body, keep_alive);
     respond(w, client, Bytes::from(bytes), keep_alive, rec).await
 }
 
@@ -288,12 +320,31 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
     let has_body = head.framing != crate::http::request::BodyFraming::None;
     match route(head.method(), head.path()) {
         Route::Responses => {
-            let rec = Record::new(w, &head, "responses");
-            responses::handle(w, client, head, rec).await
+            let mut rec = Record::new(w, &head, "responses");
+            match auth::authenticate(w, &head, client.peer) {
+                Ok(key) => {
+                    rec.key_id = key.as_ref().map(|k| k.id.to_string());
+                    responses::handle(w, client, head, key, rec).await
+                }
+                // The body is not read: the connection cannot be reused.
+                Err(r) => {
+                    rec.key_id = r.key_id.map(|k| k.to_string());
+                    respond_error(w, client, r.err, keep_alive && !has_body, rec).await
+                }
+            }
         }
         Route::Models => {
-            let rec = Record::new(w, &head, "models");
-            models::handle(w, client, head, keep_alive && !has_body, rec).await
+            let mut rec = Record::new(w, &head, "models");
+            match auth::authenticate(w, &head, client.peer) {
+                Ok(key) => {
+                    rec.key_id = key.as_ref().map(|k| k.id.to_string());
+                    models::handle(w, client, head, key, keep_alive && !has_body, rec).await
+                }
+                Err(r) => {
+                    rec.key_id = r.key_id.map(|k| k.to_string());
+                    respond_error(w, client, r.err, keep_alive && !has_body, rec).await
+                }
+            }
         }
         Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
         Route::Admin(r) => crate::dashboard::handle(w, client, head, r).await,

@@ -16,6 +16,7 @@ use super::{respond, Record};
 use crate::accounts::{now_unix, AccountStatus, AccountView};
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
+use crate::keys::KeyView;
 use crate::ledger::Outcome;
 use crate::upstream::exchange;
 use crate::worker::Worker;
@@ -88,6 +89,7 @@ pub async fn handle(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: RequestHead,
+    key: Option<Arc<KeyView>>,
     keep_alive: bool,
     mut rec: Record,
 ) -> bool {
@@ -120,6 +122,11 @@ pub async fn handle(
                 "builtin",
             ),
         },
+    };
+    // A key limited to some models sees only those in its picker.
+    let body = match key.as_deref().map(|k| &k.policy.allowed_models) {
+        Some(allowed) if !allowed.is_empty() => only_models(&body, allowed),
+        _ => body,
     };
     rec.status = 200;
     rec.outcome = Outcome::Completed;
@@ -175,6 +182,25 @@ async fn fetch(w: &Worker, version: &str, rec: &mut Record) -> Option<Bytes> {
     serde_json::to_vec(&with_list_shape(catalog))
         .ok()
         .map(Bytes::from)
+}
+
+/// The catalog with only the `allowed` models (both the Codex and the OpenAI list).
+fn only_models(body: &Bytes, allowed: &[String]) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return body.clone();
+    };
+    let keep = |m: &Value, field: &str| {
+        m.get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|s| allowed.iter().any(|a| a.eq_ignore_ascii_case(s)))
+    };
+    if let Some(list) = v.get_mut("models").and_then(Value::as_array_mut) {
+        list.retain(|m| keep(m, "slug"));
+    }
+    if let Some(list) = v.get_mut("data").and_then(Value::as_array_mut) {
+        list.retain(|m| keep(m, "id"));
+    }
+    serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from)
 }
 
 /// Adds the models of `more` that `base` lacks, in their order.

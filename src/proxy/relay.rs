@@ -80,6 +80,24 @@ pub fn forward_response_header(name: &str) -> bool {
     !DROP.iter().any(|d| name_eq(name, d))
 }
 
+/// The upstream's quota headers: the pool's state, which a key holder may be kept from seeing.
+pub fn is_quota_header(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "x-codex-primary-",
+        "x-codex-secondary-",
+        "x-codex-credits-",
+        "x-codex-active-limit",
+        "x-codex-plan-type",
+    ];
+    PREFIXES.iter().any(|p| {
+        name.len() >= p.len()
+            && name
+                .get(..p.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn relay(
     w: &Worker,
     client: &mut ClientConn,
@@ -87,6 +105,7 @@ pub async fn relay(
     account: &str,
     client_http11: bool,
     keep_alive: bool,
+    hide_quota: bool,
     started: Instant,
 ) -> RelayResult {
     let settings = &w.shared.settings;
@@ -110,7 +129,11 @@ pub async fn relay(
     let mut headers: Vec<(&str, &[u8])> = ex
         .head
         .headers()
-        .filter(|(n, _)| forward_response_header(n) && !name_eq(n, "x-codex-turn-state"))
+        .filter(|(n, _)| {
+            forward_response_header(n)
+                && !name_eq(n, "x-codex-turn-state")
+                && !(hide_quota && is_quota_header(n))
+        })
         .collect();
     // The turn state carries the account it belongs to, so a replay can be routed back to it.
     let turn_state = ex.head.header("x-codex-turn-state").map(|v| {

@@ -25,6 +25,9 @@ use crate::http::error_body::ApiError;
 use crate::http::name_eq;
 use crate::http::request::RequestHead;
 use crate::http::response::{full_response, UpstreamHead};
+use crate::keys::admission::{self, Refusal};
+use crate::keys::limits::Spent;
+use crate::keys::KeyView;
 use crate::ledger::Outcome;
 use crate::metrics::inc;
 use crate::upstream::exchange::{self, Exchange};
@@ -66,6 +69,8 @@ struct Fields {
     #[serde(default)]
     previous_response_id: Option<String>,
     #[serde(default)]
+    reasoning: Option<ReasoningField>,
+    #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     store: Option<bool>,
@@ -85,6 +90,12 @@ struct Fields {
     truncation: bool,
     #[serde(default, deserialize_with = "present")]
     user: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReasoningField {
+    #[serde(default)]
+    effort: Option<String>,
 }
 
 impl Fields {
@@ -109,6 +120,7 @@ struct Prepared {
     model: Option<String>,
     cache_key: Option<String>,
     previous_response_id: Option<String>,
+    effort: Option<String>,
 }
 
 /// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
@@ -133,12 +145,14 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
         .previous_response_id
         .clone()
         .filter(|p| !p.is_empty());
+    let effort = fields.reasoning.as_ref().and_then(|r| r.effort.clone());
     if !fields.needs_rewrite() {
         return Ok(Prepared {
             body,
             model,
             cache_key,
             previous_response_id,
+            effort,
         });
     }
     let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
@@ -159,6 +173,7 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
         model,
         cache_key,
         previous_response_id,
+        effort,
     })
 }
 
@@ -330,6 +345,16 @@ fn classify(
     }
 }
 
+/// Attempts that count against `--failover-attempts`: upstream trouble (5xx, transport, refused
+/// tokens). An account that answers "usage limit" or "slow down" is skipped for free: it did no
+/// work, and the pool bounds how many there are.
+fn spent_budget(failures: &[Failure]) -> usize {
+    failures
+        .iter()
+        .filter(|f| matches!(f, Failure::Transient | Failure::Auth))
+        .count()
+}
+
 /// The last upstream error reply, kept to answer with when every attempt failed.
 struct LastReply {
     head: UpstreamHead,
@@ -424,10 +449,33 @@ async fn await_refresh(w: &Worker, account: &AccountView) -> bool {
     false
 }
 
+/// The key's answer to this request, as the client sees it.
+fn key_refusal(r: Refusal, now: u64) -> ApiError {
+    let message = r.message();
+    match r {
+        Refusal::ModelNotAllowed(_) => {
+            ApiError::new(403, "permission_error", "model_not_allowed", message).with_param("model")
+        }
+        Refusal::EffortNotAllowed(_) => ApiError::new(
+            403,
+            "permission_error",
+            "reasoning_effort_not_allowed",
+            message,
+        )
+        .with_param("reasoning.effort"),
+        Refusal::Exhausted { resets_at, .. } => {
+            ApiError::new(429, "rate_limit_error", "rate_limit_exceeded", message)
+                .with_extra("resets_at", json!(resets_at))
+                .with_retry_after(resets_at.saturating_sub(now))
+        }
+    }
+}
+
 pub async fn handle(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: RequestHead,
+    key: Option<Arc<KeyView>>,
     mut rec: Record,
 ) -> bool {
     let s = &w.shared.settings;
@@ -448,6 +496,39 @@ pub async fn handle(
     let prepared = match prepare_body(body) {
         Ok(x) => x,
         Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
+    };
+    // Key rules before any account is asked (limits are checked, not reserved: see admission).
+    let _key_stream = match &key {
+        Some(k) => {
+            let now = now_unix();
+            if let Err(r) = admission::admit(
+                k,
+                prepared.model.as_deref(),
+                prepared.effort.as_deref(),
+                now,
+            ) {
+                rec.model = prepared.model;
+                return respond_error(w, client, key_refusal(r, now), keep_alive, rec).await;
+            }
+            match k.live.try_stream(k.policy.max_streams) {
+                Some(slot) => Some(slot),
+                None => {
+                    rec.model = prepared.model;
+                    let err = ApiError::new(
+                        429,
+                        "rate_limit_error",
+                        "api_key_stream_limit",
+                        format!(
+                            "This API key already has its {} streams open; retry when one ends",
+                            k.policy.max_streams.unwrap_or_default()
+                        ),
+                    )
+                    .with_retry_after(1);
+                    return respond_error(w, client, err, keep_alive, rec).await;
+                }
+            }
+        }
+        None => None,
     };
     let route = routing(w, &head, &prepared);
     let body = prepared.body;
@@ -509,7 +590,7 @@ pub async fn handle(
                 last_transport = Some(e.to_string());
                 rec.error_code = Some(e.code().to_string());
                 excluded.push(Arc::clone(&account.id));
-                if rec.attempts as usize >= s.failover_attempts {
+                if spent_budget(&failures) >= s.failover_attempts {
                     let err = ApiError::new(
                         502,
                         "server_error",
@@ -530,7 +611,17 @@ pub async fn handle(
             let http11 = head.version_minor == 1;
             drop((body, prefix, req_head, head));
             client.release_buffer();
-            return relay_success(w, client, ex, http11, &account.id, keep_alive, rec).await;
+            return relay_success(
+                w,
+                client,
+                ex,
+                http11,
+                &account.id,
+                key.as_deref(),
+                keep_alive,
+                rec,
+            )
+            .await;
         }
         let Exchange {
             mut conn,
@@ -584,7 +675,7 @@ pub async fn handle(
             body: err_body,
         });
         excluded.push(Arc::clone(&account.id));
-        if rec.attempts as usize >= s.failover_attempts || route.pinned.is_some() {
+        if spent_budget(&failures) >= s.failover_attempts || route.pinned.is_some() {
             let err = exhausted_error(&Pick::NoneAvailable, &route, &failures, true, None);
             return match (err, last_reply) {
                 (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
@@ -830,17 +921,30 @@ fn exhausted_error(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay_success(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     ex: Exchange,
     http11: bool,
     account: &Arc<str>,
+    key: Option<&KeyView>,
     keep_alive: bool,
     mut rec: Record,
 ) -> bool {
     rec.status = ex.head.status;
-    let r = relay(w, client, ex, account, http11, keep_alive, rec.started).await;
+    let hide_quota = key.is_some() && w.shared.keys.load().hide_quota_headers;
+    let r = relay(
+        w,
+        client,
+        ex,
+        account,
+        http11,
+        keep_alive,
+        hide_quota,
+        rec.started,
+    )
+    .await;
     if let Some(reading) = r.facts.rate_limits.clone() {
         observe::quota(w, account, reading);
     }
@@ -859,6 +963,14 @@ async fn relay_success(
     }
     if let Some(id) = &r.facts.response_id {
         w.shared.response_owners.remember(id, account);
+    }
+    if let Some(k) = key {
+        let spent = Spent {
+            input_tokens: rec.usage.input_tokens,
+            output_tokens: rec.usage.output_tokens,
+            cost_micro_usd: rec.priced(w),
+        };
+        admission::settle(k, rec.model.as_deref(), &spent, now_unix());
     }
     record(w, rec);
     match r.tail {

@@ -289,3 +289,14 @@ pub fn parse_raw_response(raw: &[u8]) -> (u16, Value) {
         .unwrap_or_default();
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
+
+/// Runs the `codex-lb` binary with `args`, away from any data dir or listen address the
+/// environment names.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_codex-lb"))
+        .args(args)
+        .env_remove("CODEX_LB_DATA_DIR")
+        .env_remove("CODEX_LB_LISTEN")
+        .output()
+        .expect("codex-lb runs")
+}

@@ -1,0 +1,404 @@
+//! Proxy API keys: authentication errors, revocation on every worker, per-key budgets, model and
+//! effort rules, stream caps, hidden quota headers, and the `keys` command.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cli, turn_body, Env};
+use serde_json::{json, Value};
+
+fn create_key(env: &Env, spec: Value) -> (String, Value) {
+    let v = env.post_json("/api/keys", spec.to_string().as_bytes());
+    let key = v["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    (key, v["api_key"].clone())
+}
+
+fn set(env: &Env, settings: Value) -> Value {
+    ureq::put(&env.url("/api/settings"))
+        .send_string(&settings.to_string())
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn with_key_auth_on_every_turn_needs_a_live_key_and_each_refusal_says_why() {
+    let env = Env::start(1);
+    assert_eq!(
+        set(&env, json!({"api_key_auth": true}))["api_key_auth"],
+        true
+    );
+    let (alice, info) = create_key(&env, json!({"name": "alice"}));
+    assert!(alice.starts_with("sk-clb-"), "{alice}");
+    assert_eq!(info["status"], "active");
+    let listed = env.get_json("/api/keys").to_string();
+    assert!(!listed.contains(&alice[7..]), "the secret is never listed");
+
+    let refused = |headers: &[(&str, &str)]| {
+        let r = env.turn(&turn_body("hi"), headers);
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+        r.json()["error"]["message"].as_str().unwrap().to_string()
+    };
+    assert!(refused(&[]).contains("Missing API key"));
+    assert!(refused(&[("authorization", "Bearer sk-clb-nope")]).contains("Invalid API key"));
+    assert_eq!(
+        env.turn(&turn_body("hi"), &[("authorization", &bearer(&alice))])
+            .status,
+        200
+    );
+    let (late, _) = create_key(&env, json!({"name": "late", "expires_at": now() - 1}));
+    assert!(refused(&[("authorization", &bearer(&late))]).contains("expired"));
+
+    // Revoked: refused by every worker from the next request on (both workers get a turn).
+    let id = info["id"].as_str().unwrap();
+    let revoked = ureq::delete(&env.url(&format!("/api/keys/{id}")))
+        .call()
+        .unwrap()
+        .into_json::<Value>()
+        .unwrap();
+    assert_eq!(revoked["api_key"]["status"], "revoked");
+    for _ in 0..4 {
+        assert!(refused(&[("authorization", &bearer(&alice))]).contains("revoked"));
+    }
+    // The models route is a proxy route too.
+    let models = ureq::get(&env.url("/backend-api/codex/models")).call();
+    assert!(matches!(models, Err(ureq::Error::Status(401, _))));
+    // Refusals are recorded with their key.
+    let rows = env.get_json("/api/requests?limit=20");
+    assert!(rows["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["key_id"] == id && r["status"] == 401));
+}
+
+#[test]
+fn a_daily_token_budget_cuts_off_after_the_request_that_crosses_it() {
+    let env = Env::start(1);
+    let (key, info) = create_key(
+        &env,
+        json!({"name": "budget", "limits": [{"kind": "total_tokens", "window": "daily", "limit": 1000}]}),
+    );
+    let auth = bearer(&key);
+    let mut served = 0;
+    let refusal = loop {
+        let r = env.turn(&turn_body("count my tokens"), &[("authorization", &auth)]);
+        if r.status != 200 {
+            break r;
+        }
+        served += 1;
+        assert!(served < 100, "the budget never cut in");
+    };
+    assert!(served >= 1);
+    assert_eq!(refusal.status, 429, "{}", refusal.text());
+    let e = &refusal.json()["error"];
+    assert_eq!(e["code"], "rate_limit_exceeded");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("total_tokens daily") && msg.contains("Usage resets at"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("T00:00:00Z"),
+        "a daily window resets at UTC midnight: {msg}"
+    );
+    let retry: u64 = refusal.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry));
+    // The budget was crossed by the last request served, not before it.
+    let keys = env.get_json("/api/keys");
+    let k = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == info["id"])
+        .unwrap();
+    let used = k["limits"][0]["used"].as_f64().unwrap();
+    let per_turn = used / served as f64;
+    assert!(
+        used >= 1000.0 && used - per_turn < 1000.0,
+        "used {used} in {served} turns"
+    );
+    // Other keys and keyless loopback callers are unaffected.
+    assert_eq!(env.turn(&turn_body("free"), &[]).status, 200);
+}
+
+#[test]
+fn model_effort_rpm_and_stream_rules() {
+    let env = Env::start(1);
+    let (key, _) = create_key(
+        &env,
+        json!({"name": "rules", "allowed_models": ["gpt-5.5"], "allowed_efforts": ["low", "medium"],
+               "requests_per_minute": 5, "max_streams": 1}),
+    );
+    let auth = bearer(&key);
+    let with_effort = |effort: &str| {
+        let mut b: Value = serde_json::from_str(&turn_body("think")).unwrap();
+        b["reasoning"] = json!({"effort": effort});
+        b.to_string()
+    };
+    let r = env.turn(&with_effort("high"), &[("authorization", &auth)]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "reasoning_effort_not_allowed");
+    assert_eq!(r.json()["error"]["param"], "reasoning.effort");
+    let other_model = turn_body("x").replace("\"gpt-5.5\"", "\"gpt-5.4\"");
+    let r = env.turn(&other_model, &[("authorization", &auth)]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "model_not_allowed");
+    // The key's model picker shows only what it may use.
+    let models: Value = ureq::get(&env.url("/backend-api/codex/models"))
+        .set("authorization", &auth)
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let slugs: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, vec!["gpt-5.5"]);
+
+    // One stream at a time: a second while the first drips is refused.
+    let slow = std::thread::spawn({
+        let url = env.url("/backend-api/codex/responses");
+        let auth = auth.clone();
+        let body = turn_body("slow");
+        move || {
+            ureq::post(&url)
+                .set("authorization", &auth)
+                .set("x-mock-scenario", r#"{"deltas": 5, "delay_ms": 200}"#)
+                .send_string(&body)
+                .map(|r| r.into_string().unwrap().len())
+                .map_err(|e| e.to_string())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = env.turn(&with_effort("low"), &[("authorization", &auth)]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "api_key_stream_limit");
+    assert!(slow.join().unwrap().is_ok());
+
+    // Requests per minute hold exactly across both workers (the counter is shared): a fresh key,
+    // and a burst that does not straddle a minute boundary.
+    let (key, _) = create_key(&env, json!({"name": "rpm", "requests_per_minute": 5}));
+    let auth = bearer(&key);
+    if now() % 60 > 54 {
+        std::thread::sleep(Duration::from_secs(60 - now() % 60));
+    }
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| {
+            std::thread::spawn({
+                let url = env.url("/backend-api/codex/responses");
+                let auth = auth.clone();
+                let body = turn_body(&format!("burst {i}"));
+                move || match ureq::post(&url)
+                    .set("authorization", &auth)
+                    .send_string(&body)
+                {
+                    Ok(r) => r.status(),
+                    Err(ureq::Error::Status(s, _)) => s,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (5, 3), "{statuses:?}");
+}
+
+#[test]
+fn quota_headers_can_be_hidden_from_key_holders() {
+    let env = Env::start(1);
+    let (key, _) = create_key(&env, json!({"name": "q"}));
+    let quota = |r: &common::Reply| r.header("x-codex-primary-used-percent").is_some();
+    assert!(quota(
+        &env.turn(&turn_body("a"), &[("authorization", &bearer(&key))])
+    ));
+    assert_eq!(
+        set(&env, json!({"hide_quota_headers": true}))["hide_quota_headers"],
+        true
+    );
+    let r = env.turn(&turn_body("b"), &[("authorization", &bearer(&key))]);
+    assert_eq!(r.status, 200);
+    assert!(!quota(&r), "hidden from key holders");
+    assert!(r.header("x-codex-turn-state").is_some() || r.header("x-request-id").is_some());
+    // The owner on loopback without a key still sees them.
+    assert!(quota(&env.turn(&turn_body("c"), &[])));
+}
+
+#[test]
+fn keys_command_creates_lists_updates_and_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = cli(&[
+        "keys",
+        "--data-dir",
+        d,
+        "create",
+        "--name",
+        "bob",
+        "--limit",
+        "total_tokens:daily:5000",
+        "--rpm",
+        "30",
+        "--expires-in",
+        "30d",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(secret.starts_with("sk-clb-"), "{secret}");
+    let list = |extra: &[&str]| {
+        let mut a = vec!["keys", "--data-dir", d, "list"];
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    let v: Value = serde_json::from_slice(&list(&["--json"]).stdout).unwrap();
+    let k = &v[0];
+    assert_eq!(k["name"], "bob");
+    assert_eq!(k["requests_per_minute"], 30);
+    assert_eq!(k["limits"][0]["limit"], 5000.0);
+    assert!(k["expires_at"].as_u64().unwrap() > now() + 29 * 86_400);
+    let id = k["id"].as_str().unwrap().to_string();
+    let table = String::from_utf8_lossy(&list(&[]).stdout).to_string();
+    assert!(table.contains("bob") && table.contains("30 rpm"), "{table}");
+    let out = cli(&[
+        "keys",
+        "--data-dir",
+        d,
+        "update",
+        &id,
+        "--rpm",
+        "none",
+        "--allow-model",
+        "gpt-5.5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&list(&["--json"]).stdout).unwrap();
+    assert!(v[0]["requests_per_minute"].is_null());
+    assert_eq!(v[0]["allowed_models"], json!(["gpt-5.5"]));
+    let bad = cli(&[
+        "keys",
+        "--data-dir",
+        d,
+        "update",
+        &id,
+        "--limit",
+        "tokens:daily:1",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("total_tokens"));
+    assert!(cli(&["keys", "--data-dir", d, "revoke", &id])
+        .status
+        .success());
+    let v: Value = serde_json::from_slice(&list(&["--json"]).stdout).unwrap();
+    assert_eq!(v[0]["status"], "revoked");
+    // Only the hash is stored.
+    for f in std::fs::read_dir(data.join("db")).unwrap().flatten() {
+        if f.path().is_file() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(!bytes.windows(20).any(|w| w == &secret.as_bytes()[7..27]));
+        }
+    }
+}
+
+#[test]
+fn each_request_carries_its_cost_and_key_budgets_survive_a_restart() {
+    let mut env = Env::start(1);
+    let (key, info) = create_key(
+        &env,
+        json!({"name": "cost", "limits": [
+            {"kind": "cost_usd", "window": "monthly", "limit": 100.0},
+            {"kind": "total_tokens", "window": "daily", "limit": 1000000}
+        ]}),
+    );
+    let id = info["id"].as_str().unwrap().to_string();
+    let auth = bearer(&key);
+    let r = env.turn(&turn_body("price me"), &[("authorization", &auth)]);
+    assert_eq!(r.status, 200);
+    let usage = r.terminal().unwrap()["response"]["usage"].clone();
+    let (input, cached, output) = (
+        usage["input_tokens"].as_u64().unwrap(),
+        usage["input_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+        usage["output_tokens"].as_u64().unwrap(),
+    );
+    assert!(input > 0 && output > 0);
+    // gpt-5.5: $5 in, $0.50 cached in, $30 out per 1M tokens = micro-dollars per token.
+    let expected =
+        ((input - cached) as f64 * 5.0 + cached as f64 * 0.5 + output as f64 * 30.0).round() as u64;
+    let rows = env.get_json("/api/requests?limit=1");
+    assert_eq!(rows["requests"][0]["cost_micro_usd"], expected, "{rows}");
+    let summary = env.summary();
+    assert_eq!(
+        summary["by_key"][&id]["cost_micro_usd"], expected,
+        "{summary}"
+    );
+
+    // A model without a price is recorded with its cost unknown, never as free.
+    let unpriced = turn_body("no price").replace("\"gpt-5.5\"", "\"gpt-6-preview\"");
+    assert_eq!(env.turn(&unpriced, &[("authorization", &auth)]).status, 200);
+    let rows = env.get_json("/api/requests?limit=1");
+    assert!(rows["requests"][0]["cost_micro_usd"].is_null(), "{rows}");
+    assert_eq!(env.summary()["totals"]["unpriced_requests"], 1);
+
+    let used = |env: &Env| {
+        let keys = env.get_json("/api/keys");
+        let k = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        (
+            k["limits"][0]["used"].as_f64().unwrap(),
+            k["limits"][1]["used"].as_f64().unwrap(),
+        )
+    };
+    let before = used(&env);
+    assert!(
+        (before.0 - expected as f64 / 1e6).abs() < 1e-9,
+        "{before:?}"
+    );
+    assert!(
+        before.1 > (input + output) as f64,
+        "both requests count tokens: {before:?}"
+    );
+    env.restart();
+    assert_eq!(
+        used(&env),
+        before,
+        "a restart keeps what the key spent this window"
+    );
+}
