@@ -59,6 +59,8 @@ fn fixture(n: usize) -> Fixture {
                 },
                 cap_primary_percent: Some(90.0),
                 cap_secondary_percent: None,
+                requests_per_minute: None,
+                minute: Default::default(),
             })
         })
         .collect();

@@ -23,33 +23,39 @@ fn codex_bin() -> PathBuf {
     path
 }
 
-#[test]
-fn codex_exec_answers_through_the_gateway_and_usage_is_recorded() {
-    let env = Env::start(2);
+/// Runs `codex exec` with a fresh home whose provider is the gateway; `provider_extra` is added
+/// to the provider block, `envs` to the environment. Returns the exit status, stdout and stderr.
+fn codex_exec(
+    env: &Env,
+    prompt: &str,
+    provider_extra: &str,
+    envs: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
         home.path().join("config.toml"),
         format!(
-            "model = \"gpt-5.5\"\nmodel_provider = \"codex-lb\"\n\n[model_providers.codex-lb]\nname = \"OpenAI\"\nbase_url = \"http://{}/backend-api/codex\"\nwire_api = \"responses\"\n",
+            "model = \"gpt-5.5\"\nmodel_provider = \"codex-lb\"\n\n[model_providers.codex-lb]\nname = \"OpenAI\"\nbase_url = \"http://{}/backend-api/codex\"\nwire_api = \"responses\"\n{provider_extra}",
             env.addr
         ),
     )
     .unwrap();
-    let answer = "Hello from the mock upstream, through codex-lb.";
-    let prompt = format!("Say hello. [[mock {{\"text\":\"{answer}\",\"deltas\":6}}]]");
-    let mut child = Command::new(codex_bin())
-        .args(["exec", "--skip-git-repo-check", &prompt])
+    let mut cmd = Command::new(codex_bin());
+    cmd.args(["exec", "--skip-git-repo-check", prompt])
         .env("CODEX_HOME", home.path())
         .env("HOME", home.path())
         .env_remove("OPENAI_API_KEY")
+        .env_remove("CODEX_LB_API_KEY")
         .env("RUST_LOG", "error")
         .current_dir(work.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("codex starts");
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("codex starts");
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -59,12 +65,22 @@ fn codex_exec_answers_through_the_gateway_and_usage_is_recorded() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn codex_exec_answers_through_the_gateway_and_usage_is_recorded() {
+    let env = Env::start(2);
+    let answer = "Hello from the mock upstream, through codex-lb.";
+    let prompt = format!("Say hello. [[mock {{\"text\":\"{answer}\",\"deltas\":6}}]]");
+    let (status, stdout, stderr) = codex_exec(&env, &prompt, "", &[]);
     assert!(
-        out.status.success(),
-        "codex failed: {}\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
+        status.success(),
+        "codex failed: {status}\nstdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
         stdout.contains(answer),
@@ -104,5 +120,49 @@ fn codex_exec_answers_through_the_gateway_and_usage_is_recorded() {
     assert!(
         printed.contains(&shown) || printed.contains(&with_commas),
         "CLI did not print {tokens} tokens used:\n{printed}"
+    );
+}
+
+#[test]
+fn codex_with_env_key_works_with_a_valid_key_and_says_why_with_a_wrong_one() {
+    let env = Env::start(1);
+    let on = ureq::put(&env.url("/api/settings"))
+        .send_string(r#"{"api_key_auth": true}"#)
+        .unwrap()
+        .into_json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(on["api_key_auth"], true);
+    let created = env.post_json("/api/keys", br#"{"name": "codex-user"}"#);
+    let key = created["key"].as_str().unwrap().to_string();
+    let key_id = created["api_key"]["id"].as_str().unwrap().to_string();
+    let provider = "env_key = \"CODEX_LB_API_KEY\"\n";
+    let answer = "Keyed hello through codex-lb.";
+    let prompt = format!("Say hello. [[mock {{\"text\":\"{answer}\",\"deltas\":3}}]]");
+    let (status, stdout, stderr) =
+        codex_exec(&env, &prompt, provider, &[("CODEX_LB_API_KEY", &key)]);
+    assert!(
+        status.success() && stdout.contains(answer),
+        "codex with a valid key: {status}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let rows = env.get_json("/api/requests?limit=5");
+    assert!(
+        rows["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key_id"] == key_id.as_str() && r["outcome"] == "completed"),
+        "{rows}"
+    );
+    let (status, stdout, stderr) = codex_exec(
+        &env,
+        &prompt,
+        provider,
+        &[("CODEX_LB_API_KEY", "sk-clb-not-a-real-key")],
+    );
+    let printed = format!("{stdout}{stderr}");
+    assert!(!status.success(), "a wrong key must fail: {printed}");
+    assert!(
+        printed.contains("Invalid API key"),
+        "the CLI shows the gateway's reason:\n{printed}"
     );
 }

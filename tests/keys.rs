@@ -243,7 +243,16 @@ fn quota_headers_can_be_hidden_from_key_holders() {
     assert_eq!(r.status, 200);
     assert!(!quota(&r), "hidden from key holders");
     assert!(r.header("x-codex-turn-state").is_some() || r.header("x-request-id").is_some());
+    // Error replies relayed from the upstream hide them too.
+    let acct = env.mock.accounts()[0].chatgpt_account_id.clone();
+    env.mock.fail_next(&acct, 400, 2);
+    let r = env.turn(&turn_body("bad"), &[("authorization", &bearer(&key))]);
+    assert_eq!(r.status, 400);
+    assert!(!quota(&r), "hidden on relayed errors");
     // The owner on loopback without a key still sees them.
+    let r = env.turn(&turn_body("bad again"), &[]);
+    assert_eq!(r.status, 400);
+    assert!(quota(&r), "the upstream's 4xx carries them");
     assert!(quota(&env.turn(&turn_body("c"), &[])));
 }
 

@@ -219,3 +219,52 @@ fn owner_caps_and_priorities_through_the_admin_api() {
         .send_string(r#"{"cap_primary_percent":150}"#);
     assert!(matches!(bad, Err(ureq::Error::Status(400, _))));
 }
+
+#[test]
+fn an_owner_can_pace_an_account_per_minute() {
+    let env = Env::start(2);
+    let list = env.get_json("/api/accounts");
+    let ids: Vec<(String, String)> = list["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_string(),
+                a["chatgpt_account_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pace = |id: &str, rpm: serde_json::Value| {
+        let r = ureq::patch(&env.url(&format!("/api/accounts/{id}")))
+            .send_string(&serde_json::json!({ "requests_per_minute": rpm }).to_string())
+            .unwrap()
+            .into_json::<serde_json::Value>()
+            .unwrap();
+        assert_eq!(r["account"]["requests_per_minute"], rpm, "{r}");
+    };
+    // Room in this minute for the whole test.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if secs > 50 {
+        std::thread::sleep(std::time::Duration::from_secs(61 - secs));
+    }
+    pace(&ids[0].0, 3.into());
+    for i in 0..12 {
+        assert_eq!(env.turn(&turn_body(&format!("paced {i}")), &[]).status, 200);
+    }
+    let used = per_account(&env);
+    assert_eq!(used.get(&ids[0].1).copied().unwrap_or(0), 3, "{used:?}");
+    assert_eq!(used[&ids[1].1], 9);
+    // Both at their pace: a 429 that says when, not a queue.
+    pace(&ids[1].0, 1.into());
+    let r = env.turn(&turn_body("over"), &[]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "account_rate_limit");
+    assert!(r.header("retry-after").is_some());
+    pace(&ids[0].0, serde_json::Value::Null);
+    assert_eq!(env.turn(&turn_body("unpaced"), &[]).status, 200);
+}

@@ -79,6 +79,9 @@ pub struct AccountRecord {
     /// Stop routing here once the weekly window is this full (percent).
     #[serde(default)]
     pub cap_secondary_percent: Option<f64>,
+    /// Requests this account may start per minute (UTC minute), over all workers.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
     /// Why the account is not active, when it is not.
     #[serde(default)]
     pub status_reason: Option<String>,
@@ -123,9 +126,24 @@ pub struct AccountView {
     pub quota: quota::QuotaReading,
     pub cap_primary_percent: Option<f64>,
     pub cap_secondary_percent: Option<f64>,
+    pub requests_per_minute: Option<u32>,
+    /// Requests started this minute, shared by every worker (kept across snapshots).
+    pub minute: Arc<crate::keys::WindowCounter>,
 }
 
 impl AccountView {
+    /// At the owner's per-minute pace for the minute holding `now_unix`.
+    pub fn paced(&self, now_unix: u64) -> bool {
+        self.requests_per_minute
+            .is_some_and(|r| self.minute.get(now_unix - now_unix % 60) >= u64::from(r))
+    }
+
+    /// Counts a request started on this account (always, so a pace set mid-minute applies to
+    /// the minute's requests so far).
+    pub fn count_request(&self, now_unix: u64) {
+        self.minute.add(now_unix - now_unix % 60, 1);
+    }
+
     pub fn blocked_at(&self, now_unix: u64) -> Option<Block> {
         self.block.filter(|b| b.until_unix > now_unix)
     }

@@ -63,6 +63,7 @@ pub fn import(store: &Store, body: &[u8]) -> Result<(AccountRecord, Tokens, bool
             .unwrap_or_default(),
         cap_primary_percent: existing.as_ref().and_then(|(r, _)| r.cap_primary_percent),
         cap_secondary_percent: existing.as_ref().and_then(|(r, _)| r.cap_secondary_percent),
+        requests_per_minute: existing.as_ref().and_then(|(r, _)| r.requests_per_minute),
         status_reason: None,
     };
     let tokens = Tokens {

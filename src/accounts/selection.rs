@@ -77,6 +77,10 @@ pub enum Pick {
     AllCapped,
     /// Every usable account has all of this worker's in-flight slots taken.
     AllBusy,
+    /// Every usable account has started as many requests this minute as its owner allows.
+    AllPaced {
+        resets_at: u64,
+    },
     /// The account a replayed turn belongs to cannot serve it now.
     PinnedUnavailable,
     /// Active accounts exist, but none is on a plan that offers the model (their plans listed).
@@ -164,9 +168,11 @@ impl CoreAccounts {
                 && a.blocked_at(now_unix).is_none()
                 && !s.cooling(now)
         };
-        let eligible = |a: &AccountView, s: &Slot| {
+        // The owner's per-minute pace binds new conversations, not a pinned turn.
+        let eligible_unpaced = |a: &AccountView, s: &Slot| {
             usable(a, s) && !a.over_cap() && (cap == 0 || s.in_flight < cap)
         };
+        let eligible = |a: &AccountView, s: &Slot| eligible_unpaced(a, s) && !a.paced(now_unix);
         // Set aside by this worker only after a transient failure (5xx, short 429): a last resort
         // rather than a refusal.
         let set_aside = |a: &AccountView, s: &Slot| {
@@ -187,7 +193,9 @@ impl CoreAccounts {
                 .zip(&self.slots)
                 .find(|(a, _)| &*a.id == pinned)
             {
-                Some((a, s)) if eligible(a, s) || set_aside(a, s) => Pick::Account(Arc::clone(a)),
+                Some((a, s)) if eligible_unpaced(a, s) || set_aside(a, s) => {
+                    Pick::Account(Arc::clone(a))
+                }
                 _ => Pick::PinnedUnavailable,
             };
         }
@@ -219,7 +227,7 @@ impl CoreAccounts {
             .accounts
             .iter()
             .zip(&self.slots)
-            .filter(|(a, s)| set_aside(a, s))
+            .filter(|(a, s)| set_aside(a, s) && !a.paced(now_unix))
             .min_by_key(|(_, s)| s.cooldown_until)
         {
             return Pick::Account(Arc::clone(a));
@@ -269,6 +277,15 @@ impl CoreAccounts {
             active.iter().filter(|(a, s)| usable(a, s)).collect();
         if !usable_now.is_empty() && usable_now.iter().all(|(a, _)| a.over_cap()) {
             return Pick::AllCapped;
+        }
+        if usable_now.iter().any(|(a, _)| a.paced(now_unix))
+            && usable_now
+                .iter()
+                .all(|(a, _)| a.over_cap() || a.paced(now_unix))
+        {
+            return Pick::AllPaced {
+                resets_at: now_unix - now_unix % 60 + 60,
+            };
         }
         if !usable_now.is_empty() {
             return Pick::AllBusy;
@@ -410,6 +427,8 @@ mod tests {
             },
             cap_primary_percent: None,
             cap_secondary_percent: None,
+            requests_per_minute: None,
+            minute: Default::default(),
         }
     }
 
@@ -709,6 +728,47 @@ mod tests {
             ),
             Pick::AllCapped
         ));
+    }
+
+    #[test]
+    fn owner_pace_per_minute() {
+        let mut paced = view("paced", 0.0, None);
+        paced.requests_per_minute = Some(2);
+        let s = snap(Strategy::RoundRobin, vec![paced, view("free", 50.0, None)]);
+        let mut c = CoreAccounts::new(4);
+        let now = Instant::now();
+        const T: u64 = 1_795_700_700;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..10 {
+            if let Pick::Account(a) = c.pick(&s, PickRequest::default(), now, T) {
+                a.count_request(T);
+                *counts.entry(a.id.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(counts["paced"], 2, "{counts:?}");
+        assert_eq!(counts["free"], 8);
+        // Alone and at its pace: a clear answer with the next minute.
+        let mut alone = view("alone", 0.0, None);
+        alone.requests_per_minute = Some(1);
+        let s = snap(Strategy::RoundRobin, vec![alone]);
+        let Pick::Account(a) = c.pick(&s, PickRequest::default(), now, T) else {
+            panic!("first request of the minute");
+        };
+        a.count_request(T);
+        assert!(matches!(
+            c.pick(&s, PickRequest::default(), now, T),
+            Pick::AllPaced { resets_at } if resets_at == T - T % 60 + 60
+        ));
+        // A pinned turn still reaches it; the next minute starts over.
+        let pinned = PickRequest {
+            pinned: Some("alone"),
+            ..Default::default()
+        };
+        assert_eq!(picked(c.pick(&s, pinned, now, T)), "alone");
+        assert_eq!(
+            picked(c.pick(&s, PickRequest::default(), now, T + 60)),
+            "alone"
+        );
     }
 
     #[test]

@@ -113,7 +113,22 @@ pub enum AccountsAction {
         /// Stop routing here once the weekly window is this full (percent); `none` clears it.
         #[arg(long, value_parser = parse_cap)]
         cap_secondary: Option<Option<f64>>,
+        /// Start at most this many requests per minute here; `none` clears it.
+        #[arg(long, value_parser = parse_rpm)]
+        rpm: Option<Option<u32>>,
     },
+}
+
+fn parse_rpm(s: &str) -> Result<Option<u32>, String> {
+    match s {
+        "none" => Ok(None),
+        _ => match s.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "{s:?}: a whole number of requests per minute, or `none`"
+            )),
+        },
+    }
 }
 
 fn parse_cap(s: &str) -> Result<Option<f64>, String> {
@@ -325,6 +340,7 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
             priority,
             cap_primary,
             cap_secondary,
+            rpm,
         } => {
             let mut patch = serde_json::Map::new();
             if let Some(p) = priority {
@@ -345,6 +361,12 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
                     serde_json::to_value(c).unwrap_or_default(),
                 );
             }
+            if let Some(r) = rpm {
+                patch.insert(
+                    "requests_per_minute".into(),
+                    serde_json::to_value(r).unwrap_or_default(),
+                );
+            }
             match &backend {
                 Backend::Direct(store) => {
                     let (mut record, tokens) = registry::get(store, &id)
@@ -358,6 +380,9 @@ pub fn run_accounts(target: TargetArgs, action: AccountsAction) -> Result<(), St
                     }
                     if let Some(c) = cap_secondary {
                         record.cap_secondary_percent = c;
+                    }
+                    if let Some(r) = rpm {
+                        record.requests_per_minute = r;
                     }
                     registry::put(store, &record, &tokens).map_err(|e| e.to_string())?;
                     store.accounts.flush().map_err(|e| e.to_string())?;

@@ -91,21 +91,32 @@ pub struct AccountPatch {
     pub cap_primary_percent: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
     pub cap_secondary_percent: Option<Option<f64>>,
+    /// A number sets the pace, `null` clears it.
+    #[serde(default, deserialize_with = "double_option_u32")]
+    pub requests_per_minute: Option<Option<u32>>,
 }
 
 impl AccountPatch {
     pub fn validate(&self) -> Result<(), String> {
         let valid = |c: Option<Option<f64>>| c.flatten().is_none_or(|v| (0.0..=100.0).contains(&v));
-        if valid(self.cap_primary_percent) && valid(self.cap_secondary_percent) {
-            Ok(())
-        } else {
-            Err("caps are percentages between 0 and 100".into())
+        if !(valid(self.cap_primary_percent) && valid(self.cap_secondary_percent)) {
+            return Err("caps are percentages between 0 and 100".into());
         }
+        if self.requests_per_minute == Some(Some(0)) {
+            return Err("requests_per_minute is at least 1 (null for no pace)".into());
+        }
+        Ok(())
     }
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
     Option::<f64>::deserialize(d).map(Some)
+}
+
+fn double_option_u32<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
 }
 
 /// Run-time settings the admin API shows.
@@ -177,6 +188,8 @@ struct Entry {
     quota: QuotaReading,
     refreshing: bool,
     refresh_wanted: bool,
+    /// Requests started this minute (the owner's pace), shared with the workers' views.
+    minute: Arc<crate::keys::WindowCounter>,
     /// A refresh went out and its answer was lost: the stored refresh token may be spent.
     refresh_uncertain: bool,
     last_refresh_ok: Option<Instant>,
@@ -194,6 +207,7 @@ impl Entry {
             quota: QuotaReading::default(),
             refreshing: false,
             refresh_wanted: false,
+            minute: Arc::default(),
             refresh_uncertain: false,
             last_refresh_ok: None,
             next_refresh_try: None,
@@ -313,6 +327,8 @@ impl Control {
                     quota: e.quota.clone(),
                     cap_primary_percent: r.cap_primary_percent,
                     cap_secondary_percent: r.cap_secondary_percent,
+                    requests_per_minute: r.requests_per_minute,
+                    minute: Arc::clone(&e.minute),
                 })
             })
             .collect();
@@ -482,6 +498,9 @@ impl Control {
         }
         if let Some(c) = patch.cap_secondary_percent {
             e.record.cap_secondary_percent = c;
+        }
+        if let Some(r) = patch.requests_per_minute {
+            e.record.requests_per_minute = r;
         }
         e.record.updated_at = now_unix();
         self.persist(id)?;

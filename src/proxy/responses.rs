@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::client::ClientConn;
 use super::events::{parse_error_body, retry_hint_secs, UpstreamErrorInfo};
 use super::observe;
-use super::relay::{forward_response_header, relay};
+use super::relay::{forward_response_header, is_quota_header, relay};
 use super::{record, respond, respond_error, Record};
 use crate::accounts::quota;
 use crate::accounts::selection::{Pick, PickRequest};
@@ -531,6 +531,7 @@ pub async fn handle(
         None => None,
     };
     let route = routing(w, &head, &prepared);
+    let hide_quota = key.is_some() && w.shared.keys.load().hide_quota_headers;
     let body = prepared.body;
     rec.model = prepared.model;
     let prefix = upstream_head_prefix(w, &head, body.len());
@@ -555,7 +556,7 @@ pub async fn handle(
                 return match (err, last_reply) {
                     (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
                     (None, Some(reply)) => {
-                        relay_error_reply(w, client, reply, keep_alive, rec).await
+                        relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await
                     }
                     (None, None) => {
                         let err = ApiError::new(
@@ -570,6 +571,7 @@ pub async fn handle(
             }
         };
         let _slot = Slot::take(w, &account.id);
+        account.count_request(now_unix());
         rec.attempts += 1;
         rec.account_id = Some(account.id.to_string());
         if rec.attempts > 1 {
@@ -656,7 +658,7 @@ pub async fn handle(
                 head: up_head,
                 body: err_body,
             };
-            return relay_error_reply(w, client, reply, keep_alive, rec).await;
+            return relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await;
         };
         // A refused token is refreshed once and the same account tried again.
         if status == 401 && !refreshed.contains(&account.id) {
@@ -679,7 +681,9 @@ pub async fn handle(
             let err = exhausted_error(&Pick::NoneAvailable, &route, &failures, true, None);
             return match (err, last_reply) {
                 (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
-                (None, Some(reply)) => relay_error_reply(w, client, reply, keep_alive, rec).await,
+                (None, Some(reply)) => {
+                    relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await
+                }
                 (None, None) => false,
             };
         }
@@ -832,6 +836,21 @@ fn exhausted_error(
                 "account_caps_reached",
                 "Every account is at the usage cap its owner set; raise a cap or add accounts",
             ));
+        }
+        Pick::AllPaced { resets_at } => {
+            let wait = resets_at.saturating_sub(now);
+            return Some(
+                ApiError::new(
+                    429,
+                    "rate_limit_error",
+                    "account_rate_limit",
+                    format!(
+                        "Every account has started as many requests this minute as its owner \
+                         allows; retry in {wait}s"
+                    ),
+                )
+                .with_retry_after(wait),
+            );
         }
         Pick::AllBusy => {
             return Some(ApiError::new(
@@ -988,6 +1007,7 @@ async fn relay_error_reply(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     reply: LastReply,
+    hide_quota: bool,
     keep_alive: bool,
     mut rec: Record,
 ) -> bool {
@@ -995,7 +1015,11 @@ async fn relay_error_reply(
     let headers: Vec<(&str, &[u8])> = reply
         .head
         .headers()
-        .filter(|(n, _)| forward_response_header(n) && !name_eq(n, "content-type"))
+        .filter(|(n, _)| {
+            forward_response_header(n)
+                && !name_eq(n, "content-type")
+                && !(hide_quota && is_quota_header(n))
+        })
         .collect();
     let content_type = reply
         .head
