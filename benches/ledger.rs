@@ -25,8 +25,6 @@ fn events(n: usize) -> Vec<UsageEvent> {
                 ts_ms: 1_764_100_000_000 + i as u64 * 7,
                 request_id: format!("req_0199a1c3-0b2c-7d4e-8f90-{i:012x}"),
                 route: "responses".into(),
-                key_id: None,
-                cost_micro_usd: None,
                 account_id: Some(format!("acct_{:04}_5b7f2c1e8a4d", i % ACCOUNTS)),
                 model: MODELS.get(i % MODELS.len()).map(|m| m.to_string()),
                 status: 200,
@@ -42,6 +40,7 @@ fn events(n: usize) -> Vec<UsageEvent> {
                 latency_ms: 4_210,
                 ttfb_ms: Some(612),
                 attempts: 1,
+                ..Default::default()
             }
         })
         .collect()

@@ -28,6 +28,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 pub const DEFAULT_MAX_CONNECTIONS_PER_WORKER: usize = 16_384;
 pub const DEFAULT_LEDGER_FLUSH_INTERVAL: &str = "1s";
 pub const DEFAULT_LEDGER_CHANNEL_CAPACITY: usize = 65_536;
+pub const DEFAULT_LOG_RETENTION: &str = "90days";
+pub const DEFAULT_ROLLUP_RETENTION: &str = "400days";
 pub const DEFAULT_FAILOVER_ATTEMPTS: usize = 3;
 pub const DEFAULT_MODELS_CACHE_TTL: &str = "300s";
 pub const DEFAULT_CLIENT_VERSION: &str = "0.169.0";
@@ -110,6 +112,12 @@ pub struct ServeArgs {
     /// Most usage a crash can lose: the ledger flushes sled at least this often.
     #[arg(long, env = "CODEX_LB_LEDGER_FLUSH_INTERVAL", default_value = DEFAULT_LEDGER_FLUSH_INTERVAL, value_parser = parse_duration)]
     pub ledger_flush_interval: Duration,
+    /// How long request log rows are kept (`0s`: forever).
+    #[arg(long, env = "CODEX_LB_LOG_RETENTION", default_value = DEFAULT_LOG_RETENTION, value_parser = parse_duration)]
+    pub log_retention: Duration,
+    /// How long hourly and daily usage rollups are kept (`0s`: forever).
+    #[arg(long, env = "CODEX_LB_ROLLUP_RETENTION", default_value = DEFAULT_ROLLUP_RETENTION, value_parser = parse_duration)]
+    pub rollup_retention: Duration,
     /// Usage events buffered between the workers and the ledger; a full buffer drops (and counts).
     #[arg(long, env = "CODEX_LB_LEDGER_CHANNEL_CAPACITY", default_value_t = DEFAULT_LEDGER_CHANNEL_CAPACITY)]
     pub ledger_channel_capacity: usize,
@@ -278,6 +286,8 @@ pub struct Settings {
     pub max_connections_per_worker: usize,
     pub ledger_flush_interval: Duration,
     pub ledger_channel_capacity: usize,
+    pub log_retention: Option<Duration>,
+    pub rollup_retention: Option<Duration>,
     pub failover_attempts: usize,
     pub models_cache_ttl: Duration,
     pub client_version: String,
@@ -342,6 +352,8 @@ impl Settings {
             max_connections_per_worker: a.max_connections_per_worker,
             ledger_flush_interval: a.ledger_flush_interval,
             ledger_channel_capacity: a.ledger_channel_capacity,
+            log_retention: Some(a.log_retention).filter(|d| !d.is_zero()),
+            rollup_retention: Some(a.rollup_retention).filter(|d| !d.is_zero()),
             failover_attempts: a.failover_attempts,
             models_cache_ttl: a.models_cache_ttl,
             client_version: a.client_version.clone(),

@@ -184,7 +184,11 @@ impl Gateway {
             settings,
         });
 
-        let ledger = Ledger::open(store.clone(), shared.settings.ledger_flush_interval)?;
+        let ledger = Ledger::open(store.clone(), shared.settings.ledger_flush_interval)?
+            .with_retention(ledger::retention::Retention {
+                log: shared.settings.log_retention,
+                rollups: shared.settings.rollup_retention,
+            });
         let ledger = ledger::spawn(ledger, ledger_rx, query_rx).map_err(StartError::Thread)?;
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(JOBS_CHANNEL);
         let jobs = control::jobs::spawn(

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Accounts { target, action }) => exit(run_accounts(target, action)),
         Some(Command::Keys { target, action }) => exit(codex_lb::cli::keys::run(target, action)),
+        Some(Command::Usage { target, json }) => exit(codex_lb::cli::usage::run(target, json)),
     }
 }
 

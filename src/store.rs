@@ -48,6 +48,8 @@ pub struct Store {
     pub api_keys: sled::Tree,
     /// Per-key usage per limit window, written by the ledger.
     pub key_usage: sled::Tree,
+    /// Hourly and daily sums of the request log (see `ledger::rollups`).
+    pub rollups: sled::Tree,
     pub sealer: Sealer,
     pub dir: PathBuf,
 }
@@ -122,6 +124,7 @@ impl Store {
             settings: db.open_tree("settings")?,
             api_keys: db.open_tree("api_keys")?,
             key_usage: db.open_tree("key_usage")?,
+            rollups: db.open_tree("rollups")?,
             sealer,
             db,
             dir: dir.to_path_buf(),

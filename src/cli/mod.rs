@@ -5,6 +5,7 @@
 
 pub mod keys;
 mod login;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,14 @@ pub enum Command {
         target: TargetArgs,
         #[command(subcommand)]
         action: AccountsAction,
+    },
+    /// Tokens, cost and cache hits per key and per account: today, 7 and 30 days.
+    Usage {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Create, list, update and revoke proxy API keys.
     Keys {

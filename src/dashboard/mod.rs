@@ -17,28 +17,27 @@ use crate::control::{AccountInfo, AccountPatch, ControlMsg, SettingsPatch};
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
-use crate::ledger::LedgerQuery;
 use crate::metrics;
 use crate::proxy::client::ClientConn;
 use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
 use keys_api::KeysRoute;
 use login_api::LoginRoute;
+use usage_api::UsageRoute;
 
 pub mod keys_api;
 pub mod login_api;
+pub mod usage_api;
 
 /// Largest auth.json accepted by the import endpoint.
 const MAX_IMPORT_BYTES: usize = 256 * 1024;
 /// How long an admin call waits for the control or ledger thread.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_POLL: Duration = Duration::from_millis(2);
-const DEFAULT_REQUESTS_LIMIT: usize = 50;
 /// Said with every export: a login refreshed by two clients ends up invalid for one of them.
 pub const EXPORT_WARNING: &str = "This auth.json shares its login with codex-lb. Whichever of \
 the two refreshes the tokens first invalidates the other's refresh token; use it only to move \
 the account, then remove it from one side.";
-const MAX_REQUESTS_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminRoute {
@@ -53,8 +52,7 @@ pub enum AdminRoute {
     AccountsPatch,
     SettingsGet,
     SettingsPut,
-    UsageSummary,
-    Requests,
+    Usage(UsageRoute),
 }
 
 impl AdminRoute {
@@ -66,28 +64,21 @@ impl AdminRoute {
         if let Some(r) = KeysRoute::parse(method, path) {
             return Some(r.map(AdminRoute::Keys));
         }
+        if let Some(r) = UsageRoute::parse(method, path) {
+            return Some(r.map(AdminRoute::Usage));
+        }
         let action = account_path(path).map(|(_, action)| action);
         let r = match (method, path, action) {
             ("GET", "/api/accounts", _) => AdminRoute::AccountsList,
             ("POST", "/api/accounts/import", _) => AdminRoute::AccountsImport,
             ("GET", "/api/settings", _) => AdminRoute::SettingsGet,
             ("PUT", "/api/settings", _) => AdminRoute::SettingsPut,
-            ("GET", "/api/usage/summary", _) => AdminRoute::UsageSummary,
-            ("GET", "/api/requests", _) => AdminRoute::Requests,
             ("DELETE", _, Some(None)) => AdminRoute::AccountsRemove,
             ("PATCH", _, Some(None)) => AdminRoute::AccountsPatch,
             ("POST", _, Some(Some("pause"))) => AdminRoute::AccountsPause,
             ("POST", _, Some(Some("resume"))) => AdminRoute::AccountsResume,
             ("GET", _, Some(Some("export"))) => AdminRoute::AccountsExport,
-            (
-                _,
-                "/api/accounts"
-                | "/api/accounts/import"
-                | "/api/settings"
-                | "/api/usage/summary"
-                | "/api/requests",
-                _,
-            )
+            (_, "/api/accounts" | "/api/accounts/import" | "/api/settings", _)
             | (_, _, Some(None | Some("pause" | "resume" | "export"))) => return Some(Err(())),
             _ => return None,
         };
@@ -314,9 +305,7 @@ pub async fn handle(
                 ),
             )),
         },
-        AdminRoute::UsageSummary | AdminRoute::Requests => {
-            return usage(w, client, &head, route, keep_alive).await
-        }
+        AdminRoute::Usage(r) => return usage_api::handle(w, client, &head, r, keep_alive).await,
     };
     match answer {
         Ok((status, body)) => json_reply(w, client, status, body, keep_alive).await,
@@ -356,91 +345,5 @@ fn control_answer<T>(
             msg,
         )),
         None => Err(busy()),
-    }
-}
-
-/// Usage questions go to the ledger thread.
-async fn usage(
-    w: &Worker,
-    client: &mut ClientConn,
-    head: &RequestHead,
-    route: AdminRoute,
-    keep_alive: bool,
-) -> bool {
-    match route {
-        AdminRoute::UsageSummary => {
-            let (tx, rx) = bounded(1);
-            if w.shared
-                .ledger_queries
-                .try_send(LedgerQuery::Summary(tx))
-                .is_err()
-            {
-                return reply_error(w, client, &busy(), keep_alive).await;
-            }
-            let Some(summary) = await_reply(rx).await else {
-                return reply_error(w, client, &busy(), keep_alive).await;
-            };
-            // Name accounts by email too, from the snapshot the worker already holds.
-            let snap = w.shared.accounts.load();
-            let by_account: serde_json::Map<String, serde_json::Value> = summary
-                .by_account
-                .iter()
-                .map(|(id, t)| {
-                    let email = snap.find(id).and_then(|a| a.email.clone());
-                    let mut v = serde_json::to_value(t).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("email".into(), json!(email));
-                    }
-                    (id.clone(), v)
-                })
-                .collect();
-            // And keys by name, from the key snapshot.
-            let keys = w.shared.keys.load();
-            let by_key: serde_json::Map<String, serde_json::Value> = summary
-                .by_key
-                .iter()
-                .map(|(id, t)| {
-                    let name = keys
-                        .by_hash
-                        .values()
-                        .find(|k| &*k.id == id)
-                        .map(|k| k.name.clone());
-                    let mut v = serde_json::to_value(t).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("name".into(), json!(name));
-                    }
-                    (id.clone(), v)
-                })
-                .collect();
-            let body = json!({
-                "totals": summary.totals,
-                "by_account": by_account,
-                "by_model": summary.by_model,
-                "by_key": by_key,
-            });
-            json_reply(w, client, 200, body, keep_alive).await
-        }
-        AdminRoute::Requests => {
-            let limit = head
-                .query_param("limit")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(DEFAULT_REQUESTS_LIMIT)
-                .clamp(1, MAX_REQUESTS_LIMIT);
-            let (tx, rx) = bounded(1);
-            if w.shared
-                .ledger_queries
-                .try_send(LedgerQuery::Recent { limit, reply: tx })
-                .is_err()
-            {
-                return reply_error(w, client, &busy(), keep_alive).await;
-            }
-            match await_reply(rx).await {
-                Some(rows) => {
-                    json_reply(w, client, 200, json!({ "requests": rows }), keep_alive).await
-                }
-                None => reply_error(w, client, &busy(), keep_alive).await,
-            }
-        }
-        _ => reply_error(w, client, &busy(), keep_alive).await,
     }
 }

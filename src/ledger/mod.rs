@@ -7,6 +7,9 @@
 //! crash loses at most that interval and never leaves a row without its totals.
 
 pub mod key_windows;
+pub mod retention;
+pub mod rollups;
+pub mod search;
 mod totals;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,11 +32,15 @@ const EVENT_POLL: Duration = Duration::from_millis(5);
 /// How often pending events are written to sled (fsync follows the flush interval).
 const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const TOTAL_ALL: &str = "all";
+/// How often a retention step runs (more often while there is a backlog).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const KEY_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The terminal event was `response.completed` (or a unary reply succeeded).
+    #[default]
     Completed,
     /// `response.failed` or an upstream error status relayed to the client.
     Failed,
@@ -47,11 +54,25 @@ pub enum Outcome {
 }
 
 /// One request, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageEvent {
     pub ts_ms: u64,
     pub request_id: String,
     pub route: String,
+    /// `http` or `websocket`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    #[serde(default)]
+    pub client_ip: Option<String>,
+    /// The client's product (`codex_cli_rs`, `openai/python`, …), never the full header.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// `prompt_cache_key` or session id of the conversation.
+    #[serde(default)]
+    pub conversation: Option<String>,
+    /// `reasoning.effort` the client asked for.
+    #[serde(default)]
+    pub effort: Option<String>,
     /// The proxy API key that made the request.
     #[serde(default)]
     pub key_id: Option<String>,
@@ -87,9 +108,18 @@ pub struct UsageSummary {
 
 pub enum LedgerQuery {
     Summary(Sender<UsageSummary>),
-    Recent {
-        limit: usize,
-        reply: Sender<Vec<UsageEvent>>,
+    /// Log rows matching a filter, a page at a time.
+    Search {
+        filter: search::RequestFilter,
+        reply: Sender<Result<search::Page, String>>,
+    },
+    /// Rollups of one dimension over a range of buckets.
+    Usage {
+        granularity: rollups::Granularity,
+        dim: rollups::Dim,
+        since: u64,
+        until: u64,
+        reply: Sender<Result<Vec<rollups::UsageRow>, String>>,
     },
     /// Write everything received so far, fsync, and stop.
     Shutdown,
@@ -104,6 +134,9 @@ pub struct Ledger {
     dirty_since_fsync: bool,
     flush_interval: Duration,
     key_windows: key_windows::KeyWindows,
+    retention: retention::Retention,
+    last_sweep: Instant,
+    last_key_sweep: Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +164,11 @@ impl Ledger {
                 summary.by_key.insert(k.to_string(), t);
             }
         }
+        // A data dir from before rollups existed gets them from its log once.
+        if store.rollups.is_empty() && !store.requests.is_empty() {
+            let n = rollups::rebuild(&store.requests, &store.rollups)?;
+            tracing::info!(rows = n, "usage rollups rebuilt from the request log");
+        }
         let seq = store
             .requests
             .last()?
@@ -145,7 +183,37 @@ impl Ledger {
             dirty_since_fsync: false,
             flush_interval,
             key_windows: Default::default(),
+            retention: Default::default(),
+            last_sweep: Instant::now(),
+            last_key_sweep: Instant::now(),
         })
+    }
+
+    pub fn with_retention(mut self, r: retention::Retention) -> Ledger {
+        self.retention = r;
+        self
+    }
+
+    /// A retention step when one is due: small deletes between batches, never a long one.
+    fn sweep(&mut self) -> Result<(), LedgerError> {
+        if self.last_sweep.elapsed() < SWEEP_EVERY {
+            return Ok(());
+        }
+        self.last_sweep = Instant::now();
+        let now = crate::accounts::now_unix();
+        let n = retention::step(&self.store, self.retention, now)?;
+        if self.last_key_sweep.elapsed() >= KEY_SWEEP_EVERY {
+            self.last_key_sweep = Instant::now();
+            retention::key_windows(&self.store, now)?;
+        }
+        if n > 0 {
+            self.dirty_since_fsync = true;
+            // More to delete: come back soon rather than in a second.
+            if n >= retention::STEP {
+                self.last_sweep -= SWEEP_EVERY;
+            }
+        }
+        Ok(())
     }
 
     pub fn summary(&self) -> &UsageSummary {
@@ -222,12 +290,14 @@ impl Ledger {
             );
             let now_secs = batch.last().map_or(0, |e| e.ts_ms / 1000);
             let key_rows = self.key_windows.take_dirty(now_secs);
+            let rollup_deltas = rollups::deltas(&batch);
             let res: Result<(), TransactionError<()>> = (
                 &self.store.requests,
                 &self.store.usage_totals,
                 &self.store.key_usage,
+                &self.store.rollups,
             )
-                .transaction(|(req, tot, kw)| {
+                .transaction(|(req, tot, kw, roll)| {
                     for (k, v) in &rows {
                         req.insert(&k[..], v.as_slice())?;
                     }
@@ -236,6 +306,15 @@ impl Ledger {
                     }
                     for (k, v) in &key_rows {
                         kw.insert(k.as_bytes(), v.as_slice())?;
+                    }
+                    // Read and written in the transaction: a rollup moves with its rows.
+                    for (k, d) in &rollup_deltas {
+                        let mut t: Totals = roll
+                            .get(k.as_bytes())?
+                            .and_then(|v| serde_json::from_slice(&v).ok())
+                            .unwrap_or_default();
+                        t.merge(d);
+                        roll.insert(k.as_bytes(), serde_json::to_vec(&t).unwrap_or_default())?;
                     }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 });
@@ -312,13 +391,27 @@ impl Ledger {
                 Ok(LedgerQuery::Summary(reply)) => {
                     let _ = reply.send(self.summary.clone());
                 }
-                Ok(LedgerQuery::Recent { limit, reply }) => {
-                    let _ = reply.send(self.recent(limit)?);
+                Ok(LedgerQuery::Search { filter, reply }) => {
+                    self.write_pending()?;
+                    let _ = reply.send(
+                        search::search(&self.store.requests, &filter).map_err(|e| e.to_string()),
+                    );
+                }
+                Ok(LedgerQuery::Usage {
+                    granularity,
+                    dim,
+                    since,
+                    until,
+                    reply,
+                }) => {
+                    self.write_pending()?;
+                    let rows = rollups::read(&self.store.rollups, granularity, dim, since, until);
+                    let _ = reply.send(rows.map_err(|e| e.to_string()));
                 }
                 Ok(LedgerQuery::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                     return self.finish(&events)
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => self.sweep()?,
             }
         }
     }
@@ -354,8 +447,6 @@ mod tests {
             ts_ms: 1,
             request_id: "r".into(),
             route: "responses".into(),
-            key_id: None,
-            cost_micro_usd: None,
             account_id: Some(account.into()),
             model: Some(model.into()),
             status: 200,
@@ -371,6 +462,7 @@ mod tests {
             latency_ms: 5,
             ttfb_ms: Some(1),
             attempts: 1,
+            ..Default::default()
         }
     }
 

@@ -25,6 +25,23 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Adds another scope's totals (rollup deltas into stored rows).
+    pub fn merge(&mut self, o: &Totals) {
+        self.requests += o.requests;
+        self.completed += o.completed;
+        self.failed += o.failed;
+        self.cancelled += o.cancelled;
+        self.errors += o.errors;
+        self.input_tokens += o.input_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.output_tokens += o.output_tokens;
+        self.reasoning_tokens += o.reasoning_tokens;
+        self.total_tokens += o.total_tokens;
+        self.response_bytes += o.response_bytes;
+        self.cost_micro_usd += o.cost_micro_usd;
+        self.unpriced_requests += o.unpriced_requests;
+    }
+
     pub fn add(&mut self, ev: &UsageEvent) {
         self.requests += 1;
         match ev.outcome {

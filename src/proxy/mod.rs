@@ -86,6 +86,14 @@ pub struct Record {
     pub started: Instant,
     pub request_id: String,
     pub route: &'static str,
+    /// `http` (WebSocket turns will say `websocket`).
+    pub transport: &'static str,
+    pub client_ip: std::net::IpAddr,
+    /// The client's product, from `User-Agent` (`codex_cli_rs`, `openai-python`, …).
+    pub user_agent: Option<String>,
+    /// The conversation the turn belongs to (`prompt_cache_key`, else the session header).
+    pub conversation: Option<String>,
+    pub effort: Option<String>,
     pub key_id: Option<String>,
     pub account_id: Option<String>,
     pub model: Option<String>,
@@ -102,13 +110,23 @@ pub struct Record {
 }
 
 impl Record {
-    fn new(w: &Worker, head: &RequestHead, route: &'static str) -> Record {
+    fn new(
+        w: &Worker,
+        head: &RequestHead,
+        route: &'static str,
+        peer: std::net::SocketAddr,
+    ) -> Record {
         Record {
             started: Instant::now(),
             request_id: head
                 .header_str("x-request-id")
                 .map_or_else(|| w.new_request_id(), str::to_string),
             route,
+            transport: "http",
+            client_ip: peer.ip(),
+            user_agent: head.header_str("user-agent").and_then(user_agent_family),
+            conversation: None,
+            effort: None,
             key_id: None,
             account_id: None,
             model: None,
@@ -140,6 +158,29 @@ impl Record {
     }
 }
 
+/// The product part of a `User-Agent` (`codex_cli_rs/0.169.0 (Linux …)` → `codex_cli_rs`;
+/// `OpenAI/Python 1.99.0` → `openai/python`), lower-cased and bounded: a family to group by,
+/// without versions or platform details.
+pub fn user_agent_family(ua: &str) -> Option<String> {
+    let ua = ua.trim();
+    let product = match ua.split_once(' ') {
+        // `OpenAI/Python 1.2.3`: the SDKs put their language after a slash and the version apart.
+        Some((first, rest))
+            if first.contains('/') && rest.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            first
+        }
+        _ => ua.split([' ', '/']).next().unwrap_or_default(),
+    };
+    let family: String = product
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        .take(40)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    (!family.is_empty()).then_some(family)
+}
+
 /// Sends the usage event to the ledger without ever waiting: a full channel is counted.
 pub fn record(w: &Worker, mut r: Record) {
     let cost_micro_usd = r.priced(w);
@@ -150,6 +191,11 @@ pub fn record(w: &Worker, mut r: Record) {
         ts_ms,
         request_id: r.request_id,
         route: r.route.to_string(),
+        transport: Some(r.transport.to_string()),
+        client_ip: Some(r.client_ip.to_string()),
+        user_agent: r.user_agent,
+        conversation: r.conversation,
+        effort: r.effort,
         key_id: r.key_id,
         account_id: r.account_id,
         model: r.model,
@@ -320,7 +366,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
     let has_body = head.framing != crate::http::request::BodyFraming::None;
     match route(head.method(), head.path()) {
         Route::Responses => {
-            let mut rec = Record::new(w, &head, "responses");
+            let mut rec = Record::new(w, &head, "responses", client.peer);
             match auth::authenticate(w, &head, client.peer) {
                 Ok(key) => {
                     rec.key_id = key.as_ref().map(|k| k.id.to_string());
@@ -334,7 +380,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
             }
         }
         Route::Models => {
-            let mut rec = Record::new(w, &head, "models");
+            let mut rec = Record::new(w, &head, "models", client.peer);
             match auth::authenticate(w, &head, client.peer) {
                 Ok(key) => {
                     rec.key_id = key.as_ref().map(|k| k.id.to_string());
@@ -386,5 +432,17 @@ mod tests {
         assert_eq!(route("GET", "/backend-api/codex/v1/models"), Route::Models);
         assert_eq!(route("GET", "/health"), Route::Health);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+
+    #[test]
+    fn user_agent_families() {
+        let f = |s: &str| user_agent_family(s);
+        assert_eq!(
+            f("codex_cli_rs/0.169.0 (Ubuntu 24.4.0; x86_64) xterm").as_deref(),
+            Some("codex_cli_rs")
+        );
+        assert_eq!(f("OpenAI/Python 1.99.1").as_deref(), Some("openai/python"));
+        assert_eq!(f("curl/8.5.0").as_deref(), Some("curl"));
+        assert_eq!(f("   "), None);
     }
 }

@@ -530,6 +530,16 @@ pub async fn handle(
         }
         None => None,
     };
+    rec.effort = prepared.effort.clone();
+    rec.conversation = prepared
+        .cache_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .or_else(|| {
+            head.header_str("session-id")
+                .or_else(|| head.header_str("session_id"))
+        })
+        .map(|c| c.chars().take(128).collect());
     let route = routing(w, &head, &prepared);
     let hide_quota = key.is_some() && w.shared.keys.load().hide_quota_headers;
     let body = prepared.body;
