@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the end-to-end tests need (the official Codex CLI, pinned),
+# The test command: installs what the end-to-end tests need (the official Codex CLI and the
+# official OpenAI Python SDK, both pinned),
 # then runs every test of the workspace, and the gateway's end-to-end tests once more on the
 # legacy epoll driver (the first run uses io_uring where the kernel allows it).
 set -euo pipefail
@@ -26,6 +27,26 @@ if ! [ -x "$codex" ] || ! "$codex" --version 2>/dev/null | grep -q "$CODEX_VERSI
   npm install --no-audit --no-fund --silent --prefix "$E2E_DIR" "@openai/codex@$CODEX_VERSION"
 fi
 export CODEX_LB_CODEX_BIN="$PWD/$codex"
+
+# The official OpenAI Python SDK, pinned, in a virtualenv of its own.
+OPENAI_PY_VERSION=3.57.0
+venv="$E2E_DIR/venv"
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "python3 with venv not found: installing it" >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3 python3-venv >/dev/null
+  else
+    echo "cannot install Python here: install python3 with the venv module, then rerun" >&2
+    exit 1
+  fi
+fi
+if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_PY_VERSION')" 2>/dev/null; then
+  echo "installing openai==$OPENAI_PY_VERSION into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION"
+fi
+export CODEX_LB_PYTHON="$PWD/$venv/bin/python"
 
 cargo test --workspace --all-targets
 # Same package selection as above, so nothing is rebuilt for the second pass.

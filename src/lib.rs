@@ -16,6 +16,7 @@ pub mod keys;
 pub mod ledger;
 pub mod login;
 pub mod metrics;
+pub mod openai;
 pub mod pricing;
 pub mod proxy;
 pub mod shared;

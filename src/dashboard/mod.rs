@@ -27,6 +27,7 @@ use usage_api::UsageRoute;
 
 pub mod keys_api;
 pub mod login_api;
+pub mod prometheus;
 pub mod usage_api;
 
 /// Largest auth.json accepted by the import endpoint.

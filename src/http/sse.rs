@@ -91,6 +91,8 @@ pub struct SseScanner {
     events: u64,
     oversized: u64,
     ready: Vec<ScannedEvent>,
+    /// Keep every event, not only those the relay reads (for translating a whole stream).
+    all: bool,
 }
 
 impl Default for SseScanner {
@@ -114,6 +116,16 @@ impl SseScanner {
             events: 0,
             oversized: 0,
             ready: Vec::new(),
+            all: false,
+        }
+    }
+
+    /// A scanner that hands out every event (kind `Other` included), for the routes that
+    /// translate or collect a stream rather than splice it.
+    pub fn keeping_all(max_event_bytes: usize) -> Self {
+        SseScanner {
+            all: true,
+            ..Self::new(max_event_bytes)
         }
     }
 
@@ -269,7 +281,7 @@ impl SseScanner {
         match f {
             Field::Event => {
                 let kind = EventKind::from_type(&self.event_name);
-                self.capture = if kind == EventKind::Other {
+                self.capture = if kind == EventKind::Other && !self.all {
                     Capture::Skip
                 } else {
                     Capture::Keep(kind)
@@ -287,7 +299,7 @@ impl SseScanner {
         match sniff_type(&self.data) {
             Some(t) => {
                 let kind = EventKind::from_type(t);
-                if kind == EventKind::Other {
+                if kind == EventKind::Other && !self.all {
                     self.capture = Capture::Skip;
                     self.data.clear();
                 } else {
@@ -308,7 +320,11 @@ impl SseScanner {
                 Capture::Skip => None,
                 Capture::Undecided => sniff_type(&self.data).map(EventKind::from_type),
             };
-            if let Some(kind) = kind.filter(|k| *k != EventKind::Other) {
+            let kind = match (kind, self.all) {
+                (None, true) => Some(EventKind::Other),
+                (k, _) => k,
+            };
+            if let Some(kind) = kind.filter(|k| *k != EventKind::Other || self.all) {
                 if self.data_lines > 0 {
                     self.ready.push(ScannedEvent {
                         kind,
@@ -421,6 +437,29 @@ mod tests {
             assert_eq!(events.len(), 1, "step {step}");
             assert_eq!(events[0].kind, EventKind::Failed);
             assert_eq!(events[0].data, b"{\"type\":\n\"response.failed\"}");
+        }
+    }
+
+    #[test]
+    fn keeping_all_hands_out_every_event_in_order() {
+        let input = b"event: response.created\ndata: {\"type\":\"response.created\"}\n\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n: comment\n\nevent: response.completed\ndata: {\"type\":\"response.completed\"}\n\n";
+        for step in 1..=input.len() {
+            let mut s = SseScanner::keeping_all(1 << 20);
+            let mut events = Vec::new();
+            for part in input.chunks(step) {
+                s.feed(part);
+                events.extend(s.take_ready());
+            }
+            let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+            assert_eq!(
+                kinds,
+                vec![EventKind::Other, EventKind::Other, EventKind::Completed],
+                "step {step}"
+            );
+            assert_eq!(
+                events[1].data,
+                b"{\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}"
+            );
         }
     }
 

@@ -15,11 +15,14 @@
 
 pub mod auth;
 pub mod client;
+pub mod deliver;
 pub mod events;
+pub mod events_in;
 pub mod models;
 pub mod observe;
 pub mod relay;
 pub mod responses;
+pub mod v1;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -36,11 +39,37 @@ use crate::ledger::{Outcome, UsageEvent};
 use crate::metrics::inc;
 use crate::worker::{InFlight, Worker};
 
+/// The routes that spend the pool: authenticated by key, recorded in the request log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRoute {
+    /// `POST /backend-api/codex/responses`: the Codex turn, SSE spliced.
+    CodexResponses,
+    /// The model catalog (Codex and OpenAI list shapes).
+    Models,
+    /// `POST /v1/responses`.
+    V1Responses,
+    /// `POST /v1/chat/completions`.
+    V1Chat,
+}
+
+impl ProxyRoute {
+    /// The route's name in the request log and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyRoute::CodexResponses => "responses",
+            ProxyRoute::Models => "models",
+            ProxyRoute::V1Responses => "v1/responses",
+            ProxyRoute::V1Chat => "v1/chat/completions",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    Responses,
-    Models,
+    Proxy(ProxyRoute),
     Health,
+    /// `GET /metrics`: Prometheus text, loopback callers only.
+    Metrics,
     Admin(crate::dashboard::AdminRoute),
     NotFound,
     MethodNotAllowed,
@@ -50,17 +79,20 @@ pub fn route(method: &str, path: &str) -> Route {
     use crate::dashboard::AdminRoute;
     // HEAD is not offered: every GET here answers with a body.
     let get = method == "GET";
-    match path {
-        "/backend-api/codex/responses" => {
-            if method == "POST" {
-                Route::Responses
-            } else {
-                Route::MethodNotAllowed
-            }
+    let post = |r: ProxyRoute| {
+        if method == "POST" {
+            Route::Proxy(r)
+        } else {
+            Route::MethodNotAllowed
         }
-        "/backend-api/codex/models" | "/backend-api/codex/v1/models" => {
+    };
+    match path {
+        "/backend-api/codex/responses" => post(ProxyRoute::CodexResponses),
+        "/v1/responses" => post(ProxyRoute::V1Responses),
+        "/v1/chat/completions" => post(ProxyRoute::V1Chat),
+        "/backend-api/codex/models" | "/backend-api/codex/v1/models" | "/v1/models" => {
             if get {
-                Route::Models
+                Route::Proxy(ProxyRoute::Models)
             } else {
                 Route::MethodNotAllowed
             }
@@ -68,6 +100,13 @@ pub fn route(method: &str, path: &str) -> Route {
         "/health" => {
             if get {
                 Route::Health
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
+        "/metrics" => {
+            if get {
+                Route::Metrics
             } else {
                 Route::MethodNotAllowed
             }
@@ -181,9 +220,12 @@ pub fn user_agent_family(ua: &str) -> Option<String> {
     (!family.is_empty()).then_some(family)
 }
 
-/// Sends the usage event to the ledger without ever waiting: a full channel is counted.
+/// Sends the usage event to the ledger without ever waiting: a full channel is counted. The
+/// worker's request metrics (`/metrics`) count the same request first.
 pub fn record(w: &Worker, mut r: Record) {
     let cost_micro_usd = r.priced(w);
+    let latency = r.started.elapsed();
+    observe(w, &r, cost_micro_usd, latency);
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -210,13 +252,32 @@ pub fn record(w: &Worker, mut r: Record) {
         cost_micro_usd,
         request_bytes: r.request_bytes,
         response_bytes: r.response_bytes,
-        latency_ms: r.started.elapsed().as_millis() as u64,
+        latency_ms: latency.as_millis() as u64,
         ttfb_ms: r.ttfb.map(|d| d.as_millis() as u64),
         attempts: r.attempts,
     });
     if let Err(crossbeam_channel::TrySendError::Full(_)) = w.shared.ledger_tx.try_send(ev) {
         inc(&w.metrics.ledger_dropped);
     }
+}
+
+/// Counts a finished request in this worker's request metrics (labels, tokens, latency).
+fn observe(w: &Worker, r: &Record, cost_micro_usd: Option<u64>, latency: Duration) {
+    w.metrics.recorded.record(&crate::metrics::RequestSample {
+        route: r.route,
+        status: r.status,
+        account: r.account_id.as_deref(),
+        model: r.model.as_deref(),
+        completed: r.outcome == Outcome::Completed,
+        error_code: r.error_code.as_deref(),
+        input_tokens: r.usage.input_tokens,
+        cached_tokens: r.usage.cached(),
+        output_tokens: r.usage.output_tokens,
+        reasoning_tokens: r.usage.reasoning(),
+        cost_micro_usd,
+        duration: latency,
+        ttfb: r.ttfb,
+    });
 }
 
 /// Writes a complete response; records `rec` when given. Returns whether the connection stays open.
@@ -365,34 +426,30 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
     let has_body = head.framing != crate::http::request::BodyFraming::None;
     match route(head.method(), head.path()) {
-        Route::Responses => {
-            let mut rec = Record::new(w, &head, "responses", client.peer);
-            match auth::authenticate(w, &head, client.peer) {
-                Ok(key) => {
-                    rec.key_id = key.as_ref().map(|k| k.id.to_string());
-                    responses::handle(w, client, head, key, rec).await
-                }
+        Route::Proxy(p) => {
+            let mut rec = Record::new(w, &head, p.name(), client.peer);
+            let key = match auth::authenticate(w, &head, client.peer) {
+                Ok(key) => key,
                 // The body is not read: the connection cannot be reused.
                 Err(r) => {
                     rec.key_id = r.key_id.map(|k| k.to_string());
-                    respond_error(w, client, r.err, keep_alive && !has_body, rec).await
+                    return respond_error(w, client, r.err, keep_alive && !has_body, rec).await;
                 }
-            }
-        }
-        Route::Models => {
-            let mut rec = Record::new(w, &head, "models", client.peer);
-            match auth::authenticate(w, &head, client.peer) {
-                Ok(key) => {
-                    rec.key_id = key.as_ref().map(|k| k.id.to_string());
+            };
+            rec.key_id = key.as_ref().map(|k| k.id.to_string());
+            match p {
+                ProxyRoute::CodexResponses => responses::handle(w, client, head, key, rec).await,
+                ProxyRoute::Models => {
                     models::handle(w, client, head, key, keep_alive && !has_body, rec).await
                 }
-                Err(r) => {
-                    rec.key_id = r.key_id.map(|k| k.to_string());
-                    respond_error(w, client, r.err, keep_alive && !has_body, rec).await
-                }
+                ProxyRoute::V1Responses => v1::responses(w, client, head, key, rec).await,
+                ProxyRoute::V1Chat => v1::chat_completions(w, client, head, key, rec).await,
             }
         }
         Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
+        Route::Metrics => {
+            crate::dashboard::prometheus::handle(w, client, keep_alive && !has_body).await
+        }
         Route::Admin(r) => crate::dashboard::handle(w, client, head, r).await,
         Route::NotFound => {
             reply_error(
@@ -423,14 +480,26 @@ mod tests {
     fn routes() {
         assert_eq!(
             route("POST", "/backend-api/codex/responses"),
-            Route::Responses
+            Route::Proxy(ProxyRoute::CodexResponses)
         );
+        assert_eq!(
+            route("POST", "/v1/chat/completions"),
+            Route::Proxy(ProxyRoute::V1Chat)
+        );
+        assert_eq!(route("GET", "/v1/responses"), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/v1/models"), Route::Proxy(ProxyRoute::Models));
         assert_eq!(
             route("GET", "/backend-api/codex/responses"),
             Route::MethodNotAllowed
         );
-        assert_eq!(route("GET", "/backend-api/codex/v1/models"), Route::Models);
+        assert_eq!(
+            route("GET", "/backend-api/codex/v1/models"),
+            Route::Proxy(ProxyRoute::Models)
+        );
         assert_eq!(route("GET", "/health"), Route::Health);
+        assert_eq!(route("GET", "/metrics"), Route::Metrics);
+        assert_eq!(route("POST", "/metrics"), Route::MethodNotAllowed);
+        assert_eq!(route("HEAD", "/metrics"), Route::MethodNotAllowed);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::client::ClientConn;
-use super::events::{parse_error_body, retry_hint_secs, UpstreamErrorInfo};
+use super::events::{parse_error_body, retry_hint_secs, StreamFacts, UpstreamErrorInfo};
 use super::observe;
 use super::relay::{forward_response_header, is_quota_header, relay};
 use super::{record, respond, respond_error, Record};
@@ -471,6 +471,43 @@ fn key_refusal(r: Refusal, now: u64) -> ApiError {
     }
 }
 
+/// How a turn's successful upstream stream reaches the client.
+pub enum Delivery {
+    /// The upstream's SSE bytes, spliced (the Codex route, streaming `/v1/responses`).
+    Sse,
+    /// The final `response` object as one JSON reply (`/v1/responses` without `stream`).
+    Json,
+    /// Translated to Chat Completions (`/v1/chat/completions`).
+    Chat(crate::proxy::deliver::ChatDelivery),
+}
+
+/// Reads a turn's request body; on failure answers (or not, when the client is gone) and returns
+/// what the connection loop should do next as `Err`.
+pub async fn read_turn_body(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    head: &RequestHead,
+    rec: &mut Record,
+) -> Result<Bytes, bool> {
+    let s = &w.shared.settings;
+    match client
+        .read_body(head, s.max_body_bytes, s.client_body_timeout)
+        .await
+    {
+        Ok(b) => {
+            rec.request_bytes = b.len() as u64;
+            Ok(b)
+        }
+        Err(e) => {
+            let Some(err) = crate::proxy::body_error(w, &e) else {
+                return Err(false);
+            };
+            Err(respond_error(w, client, err, false, rec.clone()).await)
+        }
+    }
+}
+
+/// `POST /backend-api/codex/responses`.
 pub async fn handle(
     w: &Rc<Worker>,
     client: &mut ClientConn,
@@ -478,21 +515,24 @@ pub async fn handle(
     key: Option<Arc<KeyView>>,
     mut rec: Record,
 ) -> bool {
+    match read_turn_body(w, client, &head, &mut rec).await {
+        Ok(body) => serve_turn(w, client, head, key, rec, body, Delivery::Sse).await,
+        Err(open) => open,
+    }
+}
+
+/// One turn from a body in the upstream's shape: key rules, account choice, failover, delivery.
+pub async fn serve_turn(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    head: RequestHead,
+    key: Option<Arc<KeyView>>,
+    mut rec: Record,
+    body: Bytes,
+    delivery: Delivery,
+) -> bool {
     let s = &w.shared.settings;
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
-    let body = match client
-        .read_body(&head, s.max_body_bytes, s.client_body_timeout)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            let Some(err) = crate::proxy::body_error(w, &e) else {
-                return false;
-            };
-            return respond_error(w, client, err, false, rec).await;
-        }
-    };
-    rec.request_bytes = body.len() as u64;
     let prepared = match prepare_body(body) {
         Ok(x) => x,
         Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
@@ -623,17 +663,34 @@ pub async fn handle(
             let http11 = head.version_minor == 1;
             drop((body, prefix, req_head, head));
             client.release_buffer();
-            return relay_success(
-                w,
-                client,
-                ex,
-                http11,
-                &account.id,
-                key.as_deref(),
-                keep_alive,
-                rec,
-            )
-            .await;
+            return match delivery {
+                Delivery::Sse => {
+                    relay_success(
+                        w,
+                        client,
+                        ex,
+                        http11,
+                        &account.id,
+                        key.as_deref(),
+                        keep_alive,
+                        rec,
+                    )
+                    .await
+                }
+                other => {
+                    crate::proxy::deliver::deliver(
+                        w,
+                        client,
+                        ex,
+                        &account.id,
+                        key.as_deref(),
+                        keep_alive,
+                        rec,
+                        other,
+                    )
+                    .await
+                }
+            };
         }
         let Exchange {
             mut conn,
@@ -950,6 +1007,37 @@ fn exhausted_error(
     ))
 }
 
+/// What every delivered turn leaves behind: the account's quota reading, the response's owner,
+/// the usage in the record, and the key's budgets.
+pub fn settle_turn(
+    w: &Worker,
+    account: &Arc<str>,
+    key: Option<&KeyView>,
+    rec: &mut Record,
+    facts: StreamFacts,
+) {
+    if let Some(reading) = facts.rate_limits {
+        observe::quota(w, account, reading);
+    }
+    if let Some(u) = facts.usage {
+        rec.usage = u;
+    }
+    if facts.model.is_some() {
+        rec.model = facts.model;
+    }
+    if let Some(id) = &facts.response_id {
+        w.shared.response_owners.remember(id, account);
+    }
+    if let Some(k) = key {
+        let spent = Spent {
+            input_tokens: rec.usage.input_tokens,
+            output_tokens: rec.usage.output_tokens,
+            cost_micro_usd: rec.priced(w),
+        };
+        admission::settle(k, rec.model.as_deref(), &spent, now_unix());
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn relay_success(
     w: &Rc<Worker>,
@@ -974,9 +1062,6 @@ async fn relay_success(
         rec.started,
     )
     .await;
-    if let Some(reading) = r.facts.rate_limits.clone() {
-        observe::quota(w, account, reading);
-    }
     rec.outcome = r.outcome;
     rec.error_code = r
         .error_code
@@ -984,23 +1069,7 @@ async fn relay_success(
         .filter(|_| r.outcome != Outcome::Completed);
     rec.response_bytes = r.response_bytes;
     rec.ttfb = r.ttfb;
-    if let Some(u) = r.facts.usage {
-        rec.usage = u;
-    }
-    if r.facts.model.is_some() {
-        rec.model = r.facts.model;
-    }
-    if let Some(id) = &r.facts.response_id {
-        w.shared.response_owners.remember(id, account);
-    }
-    if let Some(k) = key {
-        let spent = Spent {
-            input_tokens: rec.usage.input_tokens,
-            output_tokens: rec.usage.output_tokens,
-            cost_micro_usd: rec.priced(w),
-        };
-        admission::settle(k, rec.model.as_deref(), &spent, now_unix());
-    }
+    settle_turn(w, account, key, &mut rec, r.facts);
     record(w, rec);
     match r.tail {
         Some(tail) => {

@@ -97,6 +97,12 @@ pub struct LoadArgs {
     /// Do not run `cargo build -p codex-lb` before starting the gateway.
     #[arg(long)]
     pub no_build: bool,
+    /// Start the gateway with `--api-key-auth`, create one key through its admin API and send it
+    /// (`Authorization: Bearer sk-clb-…`) on every request to the gateway; the target is then
+    /// named `codex-lb+keys`. The mock and nginx keep their account headers. Compare a run with
+    /// and one without to see what key auth costs.
+    #[arg(long)]
+    pub api_key_auth: bool,
     /// Exit 1 unless every target finished with zero errors (for CI).
     #[arg(long)]
     pub check: bool,
@@ -180,6 +186,12 @@ mod tests {
         assert_eq!(r.load.concurrency, Some(64));
         assert_eq!(r.load.duration, Some(Duration::from_secs(20)));
         assert_eq!(r.via, Via::Gateway);
+        assert!(!r.load.api_key_auth);
+        let cli = parse(&["compare", "--api-key-auth"]).unwrap();
+        let Command::Compare(c) = cli.command else {
+            panic!("not compare")
+        };
+        assert!(c.load.api_key_auth);
     }
 
     #[test]

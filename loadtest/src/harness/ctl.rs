@@ -1,6 +1,6 @@
 //! A blocking one-shot HTTP/1.1 client for control calls: the mock's `/__mock/` API, the
-//! gateway's `/health` and `/api/accounts/import`. One connection per call (`Connection:
-//! close`), so nothing here can disturb the pooled connections under measurement.
+//! gateway's `/health`, `/api/accounts/import` and `/api/keys`. One connection per call
+//! (`Connection: close`), so nothing here can disturb the pooled connections under measurement.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

@@ -84,6 +84,8 @@ impl Prepared {
                             )
                         })
                         .collect()
+                } else if let Some(key) = &target.api_key {
+                    vec![format!("authorization: Bearer {key}\r\n")]
                 } else {
                     vec![String::new()]
                 };
@@ -312,6 +314,18 @@ mod tests {
         let g0 = String::from_utf8_lossy(&gw.pick(0).head).to_string();
         assert!(!g0.to_ascii_lowercase().contains("authorization"));
         assert!(g0.starts_with("POST /backend-api/codex/responses HTTP/1.1\r\n"));
+        let mut keyed = Target::new("g", TargetKind::Gateway, &u, None);
+        keyed.api_key = Some("sk-clb-test".into());
+        let keyed = Prepared::new(&keyed, &p, &bodies, &creds);
+        for n in 0..3 {
+            let h = String::from_utf8_lossy(&keyed.pick(n).head).to_string();
+            assert!(
+                h.contains("\r\nauthorization: Bearer sk-clb-test\r\n"),
+                "{h}"
+            );
+            assert!(!h.contains("chatgpt-account-id"));
+            assert!(h.ends_with("\r\n\r\n"));
+        }
     }
 
     #[test]

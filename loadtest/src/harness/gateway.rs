@@ -5,7 +5,9 @@
 //! brought up to date with `cargo build -p codex-lb` first when the harness runs from a cargo
 //! target directory (a stale gateway would be measured silently otherwise). It gets a fresh
 //! data dir, a free loopback port and the mock as its upstream; the mock's accounts are
-//! imported through the admin API. At the end it is sent SIGTERM and must exit 0.
+//! imported through the admin API. With key auth it is started with `--api-key-auth` and one
+//! proxy API key is created through the admin API (which answers loopback callers without one).
+//! At the end it is sent SIGTERM and must exit 0.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -23,11 +25,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for the process to exit after SIGTERM (its default shutdown grace is 30 s).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(40);
 const CTL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The name of the proxy API key created for the load.
+const KEY_NAME: &str = "loadtest";
 
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// The proxy API key every load request carries, when started with key auth.
+    pub api_key: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -87,12 +93,14 @@ pub fn locate(explicit: Option<&Path>, build: bool) -> anyhow::Result<PathBuf> {
 }
 
 impl Gateway {
-    /// Starts the gateway and imports `auth_jsons` (one Codex auth.json each).
+    /// Starts the gateway and imports `auth_jsons` (one Codex auth.json each); with
+    /// `api_key_auth`, turns key auth on and creates the key the load will send.
     pub fn start(
         bin: &Path,
         upstream_base: &str,
         workers: usize,
         auth_jsons: &[String],
+        api_key_auth: bool,
     ) -> anyhow::Result<Gateway> {
         let dir = tempfile::Builder::new()
             .prefix("codex-lb-loadtest-gw-")
@@ -101,8 +109,12 @@ impl Gateway {
         let addr = free_port()?;
         let log = dir.path().join("gateway.log");
         let out = File::create(&log).context("creating the gateway log")?;
-        let child = Command::new(bin)
-            .arg("serve")
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve");
+        if api_key_auth {
+            cmd.arg("--api-key-auth");
+        }
+        let child = cmd
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
@@ -115,6 +127,8 @@ impl Gateway {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // Key auth is this harness's choice alone, never the caller's environment's.
+            .env_remove("CODEX_LB_API_KEY_AUTH")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -124,6 +138,7 @@ impl Gateway {
             child,
             addr,
             log,
+            api_key: None,
             _dir: dir,
         };
         gw.wait_ready()?;
@@ -137,7 +152,24 @@ impl Gateway {
             )
             .with_context(|| format!("importing mock account {i} into the gateway"))?;
         }
+        if api_key_auth {
+            gw.api_key = Some(gw.create_key().context("creating the load's API key")?);
+        }
         Ok(gw)
+    }
+
+    /// `POST /api/keys` with no limits; returns the key itself (shown only in this answer).
+    fn create_key(&self) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "name": KEY_NAME }).to_string();
+        let (status, reply) =
+            ctl::call(self.addr, "POST", "/api/keys", body.as_bytes(), CTL_TIMEOUT)?;
+        if status != 201 {
+            bail!(
+                "POST /api/keys: status {status} (expected 201): {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+        key_from_reply(&reply)
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,6 +249,18 @@ impl Drop for Gateway {
     }
 }
 
+/// The `key` of a `POST /api/keys` answer: `{"key": "sk-clb-…", "api_key": {…}}`.
+fn key_from_reply(reply: &[u8]) -> anyhow::Result<String> {
+    let v: Value = serde_json::from_slice(reply).context("POST /api/keys answered non-JSON")?;
+    match v.get("key").and_then(Value::as_str) {
+        Some(k) if k.starts_with("sk-clb-") => Ok(k.to_string()),
+        _ => bail!(
+            "POST /api/keys: no \"key\" starting with sk-clb- in {}",
+            String::from_utf8_lossy(reply)
+        ),
+    }
+}
+
 /// Sends `sig` to one process we started.
 pub fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
@@ -224,5 +268,19 @@ pub fn signal(pid: u32, sig: libc::c_int) {
         unsafe {
             libc::kill(pid, sig);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_read_from_the_create_answer() {
+        let reply = br#"{"key":"sk-clb-abc","api_key":{"id":"key_1","name":"loadtest"}}"#;
+        assert_eq!(key_from_reply(reply).unwrap(), "sk-clb-abc");
+        assert!(key_from_reply(br#"{"api_key":{}}"#).is_err());
+        assert!(key_from_reply(br#"{"key":"secret"}"#).is_err());
+        assert!(key_from_reply(b"<html>").is_err());
     }
 }

@@ -251,12 +251,17 @@ fn session(mode: &str, load: &LoadArgs, wants: Wants, rounds: u32) -> anyhow::Re
     println!("## loadtest {mode}: scenario {}", st.scenario.name());
     println!("{}", machine.line());
     println!(
-        "settings: concurrency {}, {:.0}s per run{}, {rounds} round(s), gateway/nginx workers {}, client threads {}",
+        "settings: concurrency {}, {:.0}s per run{}, {rounds} round(s), gateway/nginx workers {}, client threads {}{}",
         st.concurrency,
         st.duration_s,
         st.requests.map_or(String::new(), |r| format!(" or {r} requests")),
         st.workers,
-        st.client_threads
+        st.client_threads,
+        if st.api_key_auth {
+            ", gateway with API key auth (one key, no limits)"
+        } else {
+            ""
+        }
     );
     println!("measurement: {}", st.measurement);
     for t in &stage.targets {

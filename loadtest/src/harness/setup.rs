@@ -35,6 +35,8 @@ pub struct Settings {
     pub rate: Option<f64>,
     pub workers: usize,
     pub client_threads: usize,
+    /// The started gateway required a proxy API key, and every request to it sent one.
+    pub api_key_auth: bool,
     pub timeout_s: f64,
     pub event_ms: u64,
     /// hold: how long each stream lasts (ramp + hold).
@@ -156,6 +158,7 @@ pub fn settings(
         rate: load.rate,
         workers,
         client_threads,
+        api_key_auth: load.api_key_auth,
         timeout_s: timeout.as_secs_f64(),
         event_ms,
         stream_life_s: stream_life.as_secs_f64(),
@@ -193,6 +196,15 @@ pub fn bodies(plan: &Plan) -> Vec<Bytes> {
         .collect()
 }
 
+/// The started gateway's target name: runs with and without key auth stay apart in results.
+pub fn gateway_name(api_key_auth: bool) -> &'static str {
+    if api_key_auth {
+        "codex-lb+keys"
+    } else {
+        "codex-lb"
+    }
+}
+
 /// Which targets to set up.
 pub struct Wants {
     pub direct: bool,
@@ -219,6 +231,12 @@ impl Stage {
         nofile: u64,
         notes: &mut Vec<String>,
     ) -> anyhow::Result<Stage> {
+        if load.api_key_auth && !wants.gateway {
+            bail!(
+                "--api-key-auth applies to the gateway the harness starts, and this run starts \
+                 none (--target or --via direct|nginx)"
+            );
+        }
         let nginx_bin = match wants.nginx {
             Some(required) => match nginx::find(wants.nginx_bin.as_deref()) {
                 Some(b) => Some(b),
@@ -266,16 +284,18 @@ impl Stage {
             }
             if let Some(bin) = &gateway_bin {
                 let auths: Vec<String> = up.accounts.iter().map(|a| a.auth_json.clone()).collect();
-                let gw = Gateway::start(bin, &up.base_url(), workers, &auths)
+                let gw = Gateway::start(bin, &up.base_url(), workers, &auths, load.api_key_auth)
                     .context("starting the gateway")?;
                 let (_, url) = parse_named_target(&format!("http://{}", gw.addr))
                     .map_err(anyhow::Error::msg)?;
-                stage.targets.push(Target::new(
-                    "codex-lb",
+                let mut t = Target::new(
+                    gateway_name(load.api_key_auth),
                     TargetKind::Gateway,
                     &url,
                     Some(gw.pid()),
-                ));
+                );
+                t.api_key = gw.api_key.clone();
+                stage.targets.push(t);
                 stage.gateway = Some(gw);
             }
             if let Some(bin) = &nginx_bin {
@@ -325,9 +345,14 @@ mod tests {
             (64, 10.0, Mode::Closed)
         );
         assert!(s.measurement.contains("coordinated omission"));
+        assert!(!s.api_key_auth);
+        assert_eq!(gateway_name(s.api_key_auth), "codex-lb");
         let s = settings(&load(&["--rate", "200"]), true, 20_000, &mut notes).unwrap();
         assert_eq!(s.mode, Mode::Open { rate: 200.0 });
         assert!(notes.is_empty());
+        let s = settings(&load(&["--api-key-auth"]), true, 20_000, &mut notes).unwrap();
+        assert!(s.api_key_auth);
+        assert_eq!(gateway_name(s.api_key_auth), "codex-lb+keys");
     }
 
     #[test]
@@ -351,5 +376,21 @@ mod tests {
         assert!(settings(&load(&["--concurrency", "0"]), true, 20_000, &mut notes).is_err());
         assert!(settings(&load(&["--rate", "0"]), true, 20_000, &mut notes).is_err());
         assert!(settings(&load(&["--mock-scenario", "[]"]), true, 20_000, &mut notes).is_err());
+    }
+
+    #[test]
+    fn key_auth_needs_a_started_gateway() {
+        let wants = Wants {
+            direct: true,
+            gateway: false,
+            nginx: None,
+            nginx_bin: None,
+            externals: Vec::new(),
+        };
+        let mut notes = Vec::new();
+        let err = Stage::start(&load(&["--api-key-auth"]), &wants, 1, 20_000, &mut notes)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--api-key-auth"), "{err:#}");
     }
 }

@@ -1,5 +1,6 @@
 //! Targets: where load goes (an address, a Host header, a path), whether each request carries
-//! an account's credentials, and which process's CPU and memory stand behind it.
+//! an account's credentials or a proxy API key, and which process's CPU and memory stand behind
+//! it.
 //!
 //! Only plain `http://` URLs that resolve to a loopback address are accepted: the harness is a
 //! local measuring tool and must never aim its load at another machine.
@@ -42,6 +43,10 @@ pub struct Target {
     /// need them; a gateway adds its own).
     #[serde(skip)]
     pub account_headers: bool,
+    /// A proxy API key sent as `Authorization: Bearer` (a gateway started with key auth); never
+    /// together with `account_headers`.
+    #[serde(skip)]
+    pub api_key: Option<String>,
 }
 
 impl Target {
@@ -55,6 +60,7 @@ impl Target {
             path: url.path.clone(),
             pid,
             account_headers: matches!(kind, TargetKind::Direct | TargetKind::Nginx),
+            api_key: None,
         }
     }
 }
