@@ -61,6 +61,9 @@ pub async fn deliver(
     mut rec: Record,
     delivery: Delivery,
 ) -> bool {
+    if matches!(delivery, Delivery::Compact) {
+        return compact_reply(w, client, ex, account, key, keep_alive, rec).await;
+    }
     let mut reader = EventReader::new(&ex.head);
     let mut facts = StreamFacts::default();
     let chat = match delivery {
@@ -231,4 +234,67 @@ async fn stream_chat(
     let ok = client.write(Bytes::from(tail), timeout).await.is_ok();
     drop(ex);
     ok && keep_alive && end.is_none()
+}
+
+/// Largest compaction reply read (the replacement history, encrypted).
+const MAX_COMPACT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Remote compaction: one JSON object from the upstream, relayed as it is, its usage recorded.
+async fn compact_reply(
+    w: &Worker,
+    client: &mut ClientConn,
+    mut ex: Exchange,
+    account: &Arc<str>,
+    key: Option<&KeyView>,
+    keep_alive: bool,
+    mut rec: Record,
+) -> bool {
+    let read = crate::upstream::exchange::read_body(
+        &mut ex.conn,
+        &ex.head,
+        MAX_COMPACT_BYTES,
+        w.shared.settings.upstream_idle_timeout,
+    )
+    .await;
+    let (status, body) = match read {
+        Ok((body, reusable)) => {
+            if reusable {
+                w.pool.borrow_mut().put(ex.conn, Instant::now());
+            }
+            (ex.head.status, body)
+        }
+        Err(e) => {
+            let err = crate::http::error_body::ApiError::new(
+                502,
+                "server_error",
+                e.code(),
+                format!("upstream compaction reply failed: {e}"),
+            );
+            rec.error_code = err.code.clone();
+            (502, Bytes::from(err.to_json()))
+        }
+    };
+    rec.ttfb = Some(rec.started.elapsed());
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let facts = StreamFacts {
+        usage: parsed
+            .get("usage")
+            .and_then(|u| serde_json::from_value(u.clone()).ok()),
+        model: parsed
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..Default::default()
+    };
+    rec.status = status;
+    rec.outcome = if status == 200 && parsed.get("output").is_some() {
+        Outcome::Completed
+    } else {
+        Outcome::Failed
+    };
+    rec.response_bytes = body.len() as u64;
+    settle_turn(w, account, key, &mut rec, facts);
+    let reply = full_response(status, "application/json", &[], &body, keep_alive);
+    record(w, rec);
+    super::send(w, client, Bytes::from(reply), keep_alive).await
 }

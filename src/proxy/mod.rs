@@ -20,6 +20,7 @@ pub mod events;
 pub mod events_in;
 pub mod models;
 pub mod observe;
+pub mod pool_usage;
 pub mod relay;
 pub mod responses;
 pub mod v1;
@@ -50,6 +51,11 @@ pub enum ProxyRoute {
     V1Responses,
     /// `POST /v1/chat/completions`.
     V1Chat,
+    /// `POST /backend-api/codex/responses/compact`, `/v1/responses/compact`: remote compaction.
+    Compact,
+    /// The usage view the Codex CLI's `/status` reads (`/backend-api/wham/usage`,
+    /// `/api/codex/usage`): the pool's state, not recorded as a request.
+    PoolUsage,
 }
 
 impl ProxyRoute {
@@ -60,6 +66,8 @@ impl ProxyRoute {
             ProxyRoute::Models => "models",
             ProxyRoute::V1Responses => "v1/responses",
             ProxyRoute::V1Chat => "v1/chat/completions",
+            ProxyRoute::Compact => "compact",
+            ProxyRoute::PoolUsage => "usage",
         }
     }
 }
@@ -90,6 +98,16 @@ pub fn route(method: &str, path: &str) -> Route {
         "/backend-api/codex/responses" => post(ProxyRoute::CodexResponses),
         "/v1/responses" => post(ProxyRoute::V1Responses),
         "/v1/chat/completions" => post(ProxyRoute::V1Chat),
+        "/backend-api/codex/responses/compact" | "/v1/responses/compact" => {
+            post(ProxyRoute::Compact)
+        }
+        "/backend-api/wham/usage" | "/api/codex/usage" => {
+            if get {
+                Route::Proxy(ProxyRoute::PoolUsage)
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
         "/backend-api/codex/models" | "/backend-api/codex/v1/models" | "/v1/models" => {
             if get {
                 Route::Proxy(ProxyRoute::Models)
@@ -444,6 +462,10 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                 }
                 ProxyRoute::V1Responses => v1::responses(w, client, head, key, rec).await,
                 ProxyRoute::V1Chat => v1::chat_completions(w, client, head, key, rec).await,
+                ProxyRoute::Compact => v1::compact(w, client, head, key, rec).await,
+                ProxyRoute::PoolUsage => {
+                    pool_usage::handle(w, client, keep_alive && !has_body).await
+                }
             }
         }
         Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,

@@ -177,6 +177,21 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
     })
 }
 
+/// A compaction body: the same routing fields and stripped fields as a turn, but no
+/// `stream`/`store` forced on it (the compact endpoint answers one JSON object).
+fn prepare_compact_body(body: Bytes) -> Result<Prepared, ApiError> {
+    let mut p = prepare_body(body)?;
+    let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&p.body)
+        .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?;
+    obj.remove("stream");
+    obj.remove("store");
+    p.body = Bytes::from(
+        serde_json::to_vec(&obj)
+            .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?,
+    );
+    Ok(p)
+}
+
 /// Inbound headers never forwarded: our own auth replaces the client's, framing is ours, and
 /// proxy/CDN hop headers describe the client's path, not ours (PROTOCOL.md §1.4).
 fn forward_request_header(name: &str) -> bool {
@@ -216,16 +231,29 @@ fn forward_request_header(name: &str) -> bool {
 }
 
 /// The account-independent part of the upstream request head.
-fn upstream_head_prefix(w: &Worker, head: &RequestHead, body_len: usize) -> BytesMut {
+fn upstream_head_prefix(
+    w: &Worker,
+    head: &RequestHead,
+    body_len: usize,
+    compact: bool,
+) -> BytesMut {
     let up = &w.shared.settings.upstream;
     let mut b = BytesMut::with_capacity(1024 + head.head_len());
     b.put_slice(b"POST ");
     b.put_slice(up.base_path.as_bytes());
-    b.put_slice(b"/codex/responses HTTP/1.1\r\nhost: ");
+    if compact {
+        b.put_slice(b"/codex/responses/compact HTTP/1.1\r\nhost: ");
+    } else {
+        b.put_slice(b"/codex/responses HTTP/1.1\r\nhost: ");
+    }
     b.put_slice(up.authority.as_bytes());
-    b.put_slice(
-        b"\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: ",
-    );
+    b.put_slice(if compact {
+        b"\r\ncontent-type: application/json\r\naccept: application/json\r\ncontent-length: "
+            .as_slice()
+    } else {
+        b"\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: "
+            .as_slice()
+    });
     b.put_slice(body_len.to_string().as_bytes());
     b.put_slice(b"\r\n");
     for (n, v) in head.headers() {
@@ -479,6 +507,8 @@ pub enum Delivery {
     Json,
     /// Translated to Chat Completions (`/v1/chat/completions`).
     Chat(crate::proxy::deliver::ChatDelivery),
+    /// Remote compaction: the upstream's unary JSON reply (`/responses/compact`).
+    Compact,
 }
 
 /// Reads a turn's request body; on failure answers (or not, when the client is gone) and returns
@@ -533,7 +563,11 @@ pub async fn serve_turn(
 ) -> bool {
     let s = &w.shared.settings;
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
-    let prepared = match prepare_body(body) {
+    let prepared = match if matches!(delivery, Delivery::Compact) {
+        prepare_compact_body(body)
+    } else {
+        prepare_body(body)
+    } {
         Ok(x) => x,
         Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
     };
@@ -584,7 +618,8 @@ pub async fn serve_turn(
     let hide_quota = key.is_some() && w.shared.keys.load().hide_quota_headers;
     let body = prepared.body;
     rec.model = prepared.model;
-    let prefix = upstream_head_prefix(w, &head, body.len());
+    let compact = matches!(delivery, Delivery::Compact);
+    let prefix = upstream_head_prefix(w, &head, body.len(), compact);
     let mut excluded: Vec<Arc<str>> = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
     let mut last_reply: Option<LastReply> = None;

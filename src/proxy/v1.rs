@@ -169,6 +169,22 @@ pub async fn chat_completions(
     serve_turn(w, client, head, key, rec, upstream_body, delivery).await
 }
 
+/// Remote compaction (`/backend-api/codex/responses/compact`, `/v1/responses/compact`): the
+/// client's body forwarded to the upstream's compact endpoint with the same account choice, key
+/// rules, failover and recording as a turn; the JSON reply relayed.
+pub async fn compact(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    head: RequestHead,
+    key: Option<Arc<KeyView>>,
+    mut rec: Record,
+) -> bool {
+    match read_turn_body(w, client, &head, &mut rec).await {
+        Ok(body) => serve_turn(w, client, head, key, rec, body, Delivery::Compact).await,
+        Err(open) => open,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! a line in [`handle`].
 
 mod auth;
+mod compact;
 mod control;
 mod login;
 mod models;
@@ -42,6 +43,7 @@ pub async fn handle(
     }
     let route = match (req.method(), path.as_str()) {
         (&Method::POST, RESPONSES_PATH) => "POST /backend-api/codex/responses",
+        (&Method::POST, compact::COMPACT_PATH) => "POST /backend-api/codex/responses/compact",
         (&Method::GET, MODELS_PATH) => "GET /backend-api/codex/models",
         (&Method::GET, usage::USAGE_PATH) => "GET /backend-api/wham/usage",
         (&Method::POST, oauth::TOKEN_PATH) => "POST /oauth/token",
@@ -54,6 +56,7 @@ pub async fn handle(
     shared.stats.request(route);
     let resp = match route {
         "POST /backend-api/codex/responses" => responses::handle(&shared, conn, req).await,
+        "POST /backend-api/codex/responses/compact" => compact::handle(&shared, req).await,
         "GET /backend-api/codex/models" => models::handle(&shared, req),
         "GET /backend-api/wham/usage" => usage::handle(&shared, req),
         "POST /oauth/token" => oauth::handle(&shared, req).await,
