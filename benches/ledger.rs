@@ -52,7 +52,7 @@ fn fresh_ledger() -> (tempfile::TempDir, Ledger) {
         .prefix("codex-lb-bench-ledger-")
         .tempdir()
         .expect("temp dir");
-    let store = Store::open(dir.path()).expect("store");
+    let store = Store::open(&dir.path().join("data")).expect("store");
     // A long interval: only the forced fsync below ever syncs.
     let ledger = Ledger::open(store, Duration::from_secs(3600)).expect("ledger");
     (dir, ledger)

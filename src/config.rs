@@ -26,6 +26,7 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "10s";
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: &str = "300s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 pub const DEFAULT_MAX_CONNECTIONS_PER_WORKER: usize = 16_384;
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
 pub const DEFAULT_LEDGER_FLUSH_INTERVAL: &str = "1s";
 pub const DEFAULT_LEDGER_CHANNEL_CAPACITY: usize = 65_536;
 pub const DEFAULT_LOG_RETENTION: &str = "90days";
@@ -146,6 +147,17 @@ pub struct ServeArgs {
     /// Codex CLI version sent as `client_version` when the client did not send one.
     #[arg(long, env = "CODEX_LB_CLIENT_VERSION", default_value = DEFAULT_CLIENT_VERSION)]
     pub client_version: String,
+    /// Client networks allowed to connect (CIDR, repeatable or comma-separated); loopback is
+    /// always allowed. Empty: any address (key auth still applies).
+    #[arg(
+        long = "allow-cidr",
+        env = "CODEX_LB_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Connections one client address may hold open on one worker; past it, 503 and close.
+    #[arg(long, env = "CODEX_LB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+    pub max_connections_per_client: usize,
     /// Let non-loopback callers use the proxy without a key while key auth is off (and listen on
     /// a non-loopback address without `--api-key-auth`). Anyone who can reach the port can then
     /// spend the pooled accounts.
@@ -166,6 +178,9 @@ pub struct TargetArgs {
     /// Data directory (sled database and the secret key); default `~/.codex-lb`.
     #[arg(long, env = "CODEX_LB_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Use a data dir (or key file) that other users can read; refused otherwise.
+    #[arg(long, env = "CODEX_LB_ALLOW_OPEN_DATA_DIR")]
+    pub allow_open_data_dir: bool,
 }
 
 impl TargetArgs {
@@ -294,6 +309,9 @@ pub struct Settings {
     pub api_key_auth: Option<bool>,
     /// Non-loopback callers may use the proxy without a key while key auth is off.
     pub insecure_allow_remote: bool,
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    pub max_connections_per_client: usize,
+    pub allow_open_data_dir: bool,
 }
 
 impl Settings {
@@ -359,6 +377,9 @@ impl Settings {
             client_version: a.client_version.clone(),
             api_key_auth: a.api_key_auth,
             insecure_allow_remote: a.insecure_allow_remote,
+            allow_cidrs: a.allow_cidrs.clone(),
+            allow_open_data_dir: a.target.allow_open_data_dir,
+            max_connections_per_client: a.max_connections_per_client,
         })
     }
 

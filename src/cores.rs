@@ -129,7 +129,11 @@ fn login_flows(
 
 impl Gateway {
     pub fn start(settings: Settings) -> Result<Gateway, StartError> {
-        let store = Store::open_waiting(&settings.data_dir, STORE_LOCK_WAIT)?;
+        let store = Store::open_waiting(
+            &settings.data_dir,
+            STORE_LOCK_WAIT,
+            settings.allow_open_data_dir,
+        )?;
         if settings.listen.port() != 0 {
             // A bind without SO_REUSEPORT fails if anyone listens here, reuse-port or not.
             match std::net::TcpListener::bind(settings.listen) {
@@ -404,12 +408,26 @@ async fn worker_main(index: usize, shared: Arc<Shared>, listener: std::net::TcpL
                     break;
                 }
                 inc(&w.metrics.connections_accepted);
-                if w.open_connections.get() >= max_conns {
+                let settings = &shared.settings;
+                let refusal = if !crate::access::allowed(&settings.allow_cidrs, peer.ip()) {
+                    Some(crate::access::Refusal::Forbidden)
+                } else if w.open_connections.get() >= max_conns {
+                    Some(crate::access::Refusal::WorkerFull)
+                } else if !w
+                    .clients
+                    .borrow_mut()
+                    .admit(peer.ip(), settings.max_connections_per_client)
+                {
+                    Some(crate::access::Refusal::ClientFull)
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
                     inc(&w.metrics.connections_refused);
-                    spawn_guarded(&w, refuse(Rc::clone(&w), stream));
+                    spawn_guarded(&w, refuse(Rc::clone(&w), stream, why));
                     continue;
                 }
-                let conn_guard = OpenConnection::new(Rc::clone(&w));
+                let conn_guard = OpenConnection::new(Rc::clone(&w), peer.ip());
                 let wc = Rc::clone(&w);
                 let fut = async move {
                     let _guard = conn_guard;
@@ -468,16 +486,22 @@ fn spawn_counted<F: Future<Output = ()> + 'static>(
     });
 }
 
-async fn refuse(w: Rc<Worker>, stream: monoio::net::TcpStream) {
+async fn refuse(w: Rc<Worker>, stream: monoio::net::TcpStream, why: crate::access::Refusal) {
     use monoio::io::AsyncWriteRentExt;
-    let err = crate::http::error_body::ApiError::new(
-        503,
-        "server_error",
-        "too_many_connections",
-        "the gateway is at its connection limit; retry shortly",
+    let (status, kind, code, message) = why.answer();
+    let err = crate::http::error_body::ApiError::new(status, kind, code, message);
+    let retry: &[(&str, &[u8])] = if status == 503 {
+        &[("retry-after", b"1")]
+    } else {
+        &[]
+    };
+    let bytes = crate::http::response::full_response(
+        status,
+        "application/json",
+        retry,
+        &err.to_json(),
+        false,
     );
-    let bytes =
-        crate::http::response::full_response(503, "application/json", &[], &err.to_json(), false);
     let mut stream = stream;
     let _ = monoio::time::timeout(
         w.shared.settings.client_write_timeout,

@@ -4,6 +4,7 @@
 //! pure codec. Control plane (own threads, may block): `control` (accounts, snapshots), `ledger`
 //! (sled writer), `login` (sign-in flows), `store`. `dashboard` answers the admin API by asking the control plane.
 
+pub mod access;
 pub mod accounts;
 pub mod alloc;
 pub mod cli;

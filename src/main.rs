@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         Some(Command::Accounts { target, action }) => exit(run_accounts(target, action)),
         Some(Command::Keys { target, action }) => exit(codex_lb::cli::keys::run(target, action)),
         Some(Command::Usage { target, json }) => exit(codex_lb::cli::usage::run(target, json)),
+        Some(Command::Codex { action }) => exit(codex_lb::cli::codex::run(action)),
+        Some(Command::Doctor(args)) => exit(codex_lb::cli::codex::doctor::run(args)),
     }
 }
 

@@ -34,6 +34,11 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, found: u64 },
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error(
+        "{path} is open to other users (mode {mode:o}) but holds account tokens and their key: \
+         run `chmod go-rwx {path}`, or pass --allow-open-data-dir if that is on purpose"
+    )]
+    LoosePermissions { path: PathBuf, mode: u32 },
 }
 
 #[derive(Clone)]
@@ -58,10 +63,14 @@ impl Store {
     /// Opens the data dir, waiting up to `wait` for a previous holder to let go (sled releases
     /// its lock from a background thread shortly after the last handle is dropped, so a restart
     /// right after a stop can find it still held).
-    pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Store, StoreError> {
+    pub fn open_waiting(
+        dir: &Path,
+        wait: std::time::Duration,
+        allow_open: bool,
+    ) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + wait;
         loop {
-            match Self::open(dir) {
+            match Self::open_with(dir, allow_open) {
                 Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
@@ -72,11 +81,25 @@ impl Store {
 
     /// Opens the data dir; `Locked` at once when another handle holds it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(dir, false)
+    }
+
+    /// Opens the data dir; a dir or key file that other users can read is refused unless
+    /// `allow_open` (the data dir holds sealed tokens and the key that opens them).
+    pub fn open_with(dir: &Path, allow_open: bool) -> Result<Store, StoreError> {
+        if !allow_open {
+            for path in [dir.to_path_buf(), dir.join("secret.key")] {
+                check_private(&path)?;
+            }
+        }
+        let existed = dir.exists();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
-        restrict_dir(dir);
+        if !existed {
+            restrict_dir(dir);
+        }
         let db = match sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
@@ -136,6 +159,18 @@ fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock
         || e.raw_os_error() == Some(libc::EWOULDBLOCK)
         || e.to_string().contains("lock")
+}
+
+/// Refuses an existing file or dir whose mode lets group or others in.
+fn check_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(StoreError::LoosePermissions {
+            path: path.to_path_buf(),
+            mode: m.permissions().mode() & 0o777,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn restrict_dir(dir: &Path) {

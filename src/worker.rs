@@ -27,6 +27,8 @@ pub struct Worker {
     /// Last quota reading sent to the control thread per account (time, max used percent).
     pub quota_sent: RefCell<HashMap<Arc<str>, (Instant, f64)>>,
     pub open_connections: Cell<usize>,
+    /// Open connections per client address (`--max-connections-per-client`).
+    pub clients: RefCell<crate::access::ClientCounts>,
     pub in_flight: Cell<usize>,
     next_request: Cell<u64>,
 }
@@ -43,6 +45,7 @@ impl Worker {
             models: RefCell::new(ModelsCache::default()),
             quota_sent: RefCell::new(HashMap::new()),
             open_connections: Cell::new(0),
+            clients: RefCell::new(Default::default()),
             in_flight: Cell::new(0),
             next_request: Cell::new(0),
         }
@@ -82,18 +85,20 @@ impl Drop for InFlight<'_> {
 }
 
 /// Counts an open client connection for as long as it lives.
-pub struct OpenConnection(std::rc::Rc<Worker>);
+pub struct OpenConnection(std::rc::Rc<Worker>, std::net::IpAddr);
 
 impl OpenConnection {
-    pub fn new(w: std::rc::Rc<Worker>) -> Self {
+    /// Counts a connection from `peer` that `access::ClientCounts::admit` let in.
+    pub fn new(w: std::rc::Rc<Worker>, peer: std::net::IpAddr) -> Self {
         w.open_connections.set(w.open_connections.get() + 1);
         inc(&w.metrics.connections_open);
-        OpenConnection(w)
+        OpenConnection(w, peer)
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
+        self.0.clients.borrow_mut().release(self.1);
         self.0
             .open_connections
             .set(self.0.open_connections.get().saturating_sub(1));

@@ -3,25 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Env;
-
-fn codex_bin() -> PathBuf {
-    let path = std::env::var_os("CODEX_LB_CODEX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".e2e/node_modules/.bin/codex")
-        });
-    assert!(
-        path.exists(),
-        "Codex CLI not found at {}: run scripts/test.sh, which installs @openai/codex",
-        path.display()
-    );
-    path
-}
+use common::{codex_bin, Env};
 
 /// Runs `codex exec` with a fresh home whose provider is the gateway; `provider_extra` is added
 /// to the provider block, `envs` to the environment. Returns the exit status, stdout and stderr.

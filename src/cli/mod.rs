@@ -3,6 +3,7 @@
 //! sled lets one process hold a data dir, so `accounts` commands talk to the running gateway's
 //! admin API when the dir is locked, and open the store directly when no gateway holds it.
 
+pub mod codex;
 pub mod keys;
 mod login;
 pub mod usage;
@@ -59,6 +60,14 @@ pub enum Command {
         #[command(subcommand)]
         action: keys::KeysAction,
     },
+    /// Point the Codex CLI at the gateway (`setup`) and move saved sessions to it
+    /// (`retag-sessions`).
+    Codex {
+        #[command(subcommand)]
+        action: codex::CodexAction,
+    },
+    /// Check that the Codex CLI can use the gateway: PASS or FAIL per check, with the fix.
+    Doctor(codex::DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,7 +170,7 @@ enum Backend {
 
 fn backend(target: &TargetArgs) -> Result<Backend, String> {
     let dir = target.resolved_data_dir();
-    match Store::open(&dir) {
+    match Store::open_with(&dir, target.allow_open_data_dir) {
         Ok(store) => Ok(Backend::Direct(store)),
         Err(StoreError::Locked(_)) => Ok(Backend::Gateway(admin_base(target.listen))),
         Err(e) => Err(e.to_string()),

@@ -485,7 +485,7 @@ mod tests {
             assert_eq!(recent.len(), 2);
             assert_eq!(recent[0].request_id, "last");
         }
-        let store = Store::open_waiting(&dir, Duration::from_secs(5)).unwrap();
+        let store = Store::open_waiting(&dir, Duration::from_secs(5), false).unwrap();
         let l = Ledger::open(store, Duration::from_secs(1)).unwrap();
         let s = l.summary();
         assert_eq!(s.totals.requests, 3);

@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn only_rows_past_their_age_go() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::Store::open(&dir.path().join("data")).unwrap();
         let now = 400 * 86_400;
         let day_ms = 86_400_000u64;
         // Log rows at 100, 10 and 1 days old; retention 30 days.

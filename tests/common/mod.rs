@@ -300,3 +300,18 @@ pub fn cli(args: &[&str]) -> std::process::Output {
         .output()
         .expect("codex-lb runs")
 }
+
+/// The official Codex CLI that `scripts/test.sh` installs (or `CODEX_LB_CODEX_BIN`).
+pub fn codex_bin() -> PathBuf {
+    let path = std::env::var_os("CODEX_LB_CODEX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".e2e/node_modules/.bin/codex")
+        });
+    assert!(
+        path.exists(),
+        "Codex CLI not found at {}: run scripts/test.sh, which installs @openai/codex",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,113 @@
+//! Who may connect and how much: `--allow-cidr`, `--max-connections-per-client`, and a data dir
+//! other users can read.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use codex_lb::Gateway;
+use common::{cli, Env};
+
+/// This machine's address on its default route (no packet is sent), if it has one.
+fn local_ip() -> Option<IpAddr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.254:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+fn answer(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn addresses_outside_the_allow_list_are_refused_and_loopback_never_is() {
+    let Some(ip) = local_ip() else {
+        panic!("this test needs a non-loopback address on the machine");
+    };
+    let env = Env::start(0);
+    let mut settings = env.settings.clone();
+    settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    settings.data_dir = env.dir.path().join("other");
+    // Some documentation network the machine is not on.
+    let elsewhere: ipnet::IpNet = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"]
+        .iter()
+        .map(|n| n.parse::<ipnet::IpNet>().unwrap())
+        .find(|n| !n.contains(&ip))
+        .unwrap();
+    settings.allow_cidrs = vec![elsewhere];
+    let gw = Gateway::start(settings.clone()).unwrap();
+    let port = gw.local_addr().port();
+    let refused = answer(SocketAddr::new(ip, port));
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("ip_forbidden"), "{refused}");
+    let fine = answer(SocketAddr::from(([127, 0, 0, 1], port)));
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+    gw.shutdown().unwrap();
+    // The client's own network listed: let in.
+    settings.allow_cidrs = vec![ipnet::IpNet::from(ip)];
+    let gw = Gateway::start(settings).unwrap();
+    let ok = answer(SocketAddr::new(ip, gw.local_addr().port()));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    gw.shutdown().unwrap();
+}
+
+#[test]
+fn one_client_cannot_hold_every_connection() {
+    let env = Env::start_with(0, |s| {
+        s.workers = 1;
+        s.max_connections_per_client = 3;
+    });
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(env.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = answer(env.addr);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too_many_client_connections"));
+    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(answer(env.addr).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_data_dir_others_can_read_is_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    assert!(cli(&["accounts", "--data-dir", d, "list"]).status.success());
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "created owner-only"
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = cli(&["accounts", "--data-dir", d, "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod go-rwx") && err.contains("755"), "{err}");
+    let out = cli(&["accounts", "--data-dir", d, "--allow-open-data-dir", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The key file alone is checked too.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        data.join("secret.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = cli(&["accounts", "--data-dir", d, "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret.key"));
+}
