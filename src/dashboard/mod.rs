@@ -129,10 +129,12 @@ async fn json_reply(
     keep_alive: bool,
 ) -> bool {
     let body = serde_json::to_vec(&body).unwrap_or_default();
+    // A clock to compare with (`codex-lb doctor`); admin replies are off the hot path.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     let bytes = full_response(
         status,
         "application/json",
-        &[("cache-control", b"no-store")],
+        &[("cache-control", b"no-store"), ("date", date.as_bytes())],
         &body,
         keep_alive,
     );

@@ -513,7 +513,7 @@ pub enum Delivery {
 
 /// Reads a turn's request body; on failure answers (or not, when the client is gone) and returns
 /// what the connection loop should do next as `Err`.
-pub async fn read_turn_body(
+async fn read_turn_body(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: &RequestHead,
@@ -543,16 +543,37 @@ pub async fn handle(
     client: &mut ClientConn,
     head: RequestHead,
     key: Option<Arc<KeyView>>,
-    mut rec: Record,
+    rec: Record,
 ) -> bool {
-    match read_turn_body(w, client, &head, &mut rec).await {
-        Ok(body) => serve_turn(w, client, head, key, rec, body, Delivery::Sse).await,
-        Err(open) => open,
+    turn_with(w, client, head, key, rec, |body| Ok((body, Delivery::Sse))).await
+}
+
+/// A turn whose body `reshape` turns into the upstream's shape and a way of delivering the
+/// answer (every turn route: Codex, `/v1/responses`, chat, compaction); a reshape error is the
+/// client's, answered in the OpenAI envelope.
+pub async fn turn_with(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    head: RequestHead,
+    key: Option<Arc<KeyView>>,
+    mut rec: Record,
+    reshape: impl FnOnce(Bytes) -> Result<(Bytes, Delivery), ApiError>,
+) -> bool {
+    let body = match read_turn_body(w, client, &head, &mut rec).await {
+        Ok(b) => b,
+        Err(open) => return open,
+    };
+    match reshape(body) {
+        Ok((body, delivery)) => serve_turn(w, client, head, key, rec, body, delivery).await,
+        Err(e) => {
+            let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
+            respond_error(w, client, e, keep_alive, rec).await
+        }
     }
 }
 
 /// One turn from a body in the upstream's shape: key rules, account choice, failover, delivery.
-pub async fn serve_turn(
+async fn serve_turn(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: RequestHead,

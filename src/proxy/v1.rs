@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::client::ClientConn;
 use super::deliver::ChatDelivery;
-use super::responses::{read_turn_body, serve_turn, Delivery};
-use super::{respond_error, Record};
+use super::responses::{turn_with, Delivery};
+use super::Record;
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
 use crate::keys::KeyView;
@@ -114,23 +114,38 @@ pub async fn responses(
     client: &mut ClientConn,
     head: RequestHead,
     key: Option<Arc<KeyView>>,
-    mut rec: Record,
+    rec: Record,
 ) -> bool {
-    let body = match read_turn_body(w, client, &head, &mut rec).await {
-        Ok(b) => b,
-        Err(open) => return open,
-    };
-    let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
-    let (body, stream) = match normalize_responses(&body) {
-        Ok(x) => x,
-        Err(e) => return respond_error(w, client, e, keep_alive, rec).await,
-    };
-    let delivery = if stream {
-        Delivery::Sse
-    } else {
-        Delivery::Json
-    };
-    serve_turn(w, client, head, key, rec, body, delivery).await
+    turn_with(w, client, head, key, rec, |body| {
+        let (body, stream) = normalize_responses(&body)?;
+        Ok((
+            body,
+            if stream {
+                Delivery::Sse
+            } else {
+                Delivery::Json
+            },
+        ))
+    })
+    .await
+}
+
+/// A chat body as a Responses turn, delivered as chat.
+fn chat_turn(body: Bytes) -> Result<(Bytes, Delivery), ApiError> {
+    let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not a valid JSON object: {e}"),
+        )
+    })?;
+    let req = chat::to_responses_request(&parsed).map_err(|e| e.to_api_error())?;
+    let upstream_body = Bytes::from(serde_json::to_vec(&req.body).unwrap_or_default());
+    let delivery = Delivery::Chat(ChatDelivery {
+        stream: req.stream,
+        include_usage: req.include_usage,
+        model: req.model,
+    });
+    Ok((upstream_body, delivery))
 }
 
 /// `POST /v1/chat/completions`: translated to a Responses turn and back.
@@ -139,34 +154,9 @@ pub async fn chat_completions(
     client: &mut ClientConn,
     head: RequestHead,
     key: Option<Arc<KeyView>>,
-    mut rec: Record,
+    rec: Record,
 ) -> bool {
-    let body = match read_turn_body(w, client, &head, &mut rec).await {
-        Ok(b) => b,
-        Err(open) => return open,
-    };
-    let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
-    let parsed: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = ApiError::invalid_request(
-                "invalid_json",
-                format!("request body is not a valid JSON object: {e}"),
-            );
-            return respond_error(w, client, err, keep_alive, rec).await;
-        }
-    };
-    let req = match chat::to_responses_request(&parsed) {
-        Ok(r) => r,
-        Err(e) => return respond_error(w, client, e.to_api_error(), keep_alive, rec).await,
-    };
-    let upstream_body = Bytes::from(serde_json::to_vec(&req.body).unwrap_or_default());
-    let delivery = Delivery::Chat(ChatDelivery {
-        stream: req.stream,
-        include_usage: req.include_usage,
-        model: req.model,
-    });
-    serve_turn(w, client, head, key, rec, upstream_body, delivery).await
+    turn_with(w, client, head, key, rec, chat_turn).await
 }
 
 /// Remote compaction (`/backend-api/codex/responses/compact`, `/v1/responses/compact`): the
@@ -177,12 +167,12 @@ pub async fn compact(
     client: &mut ClientConn,
     head: RequestHead,
     key: Option<Arc<KeyView>>,
-    mut rec: Record,
+    rec: Record,
 ) -> bool {
-    match read_turn_body(w, client, &head, &mut rec).await {
-        Ok(body) => serve_turn(w, client, head, key, rec, body, Delivery::Compact).await,
-        Err(open) => open,
-    }
+    turn_with(w, client, head, key, rec, |body| {
+        Ok((body, Delivery::Compact))
+    })
+    .await
 }
 
 #[cfg(test)]
