@@ -237,8 +237,10 @@ impl SseScanner {
         match f {
             Field::Event => self.event_name.clear(),
             Field::Data => {
-                if self.data_lines > 0 && self.capturing() {
-                    self.data.push(b'\n');
+                if self.data_lines > 0 {
+                    // The joiner counts against the cap like any data byte (a run of bare
+                    // `data` lines must not grow an event without bound).
+                    self.append_value(Field::Data, b"\n");
                 }
                 self.data_lines += 1;
             }
@@ -279,6 +281,9 @@ impl SseScanner {
     fn end_line(&mut self, f: Field) {
         self.line = Line::Start;
         match f {
+            // Data already dropped (skipped as uninteresting, or over the cap) cannot be brought
+            // back by a later `event:` line: the event stays skipped.
+            Field::Event if self.capture == Capture::Skip && self.data_lines > 0 => {}
             Field::Event => {
                 let kind = EventKind::from_type(&self.event_name);
                 self.capture = if kind == EventKind::Other && !self.all {
@@ -461,6 +466,31 @@ mod tests {
                 b"{\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}"
             );
         }
+    }
+
+    #[test]
+    fn fuzz_findings_stay_fixed() {
+        // An `event:` line after dropped data does not revive the event with half its data.
+        let mut s = SseScanner::new(1 << 20);
+        s.feed(b"data: {\"type\":\"x\"}\nevent: codex.rate_limits\ndata: {}\n\n");
+        assert!(s.take_ready().is_empty());
+        let mut s = SseScanner::new(16);
+        s.feed(b"event: response.completed\ndata: 0123456789abcdefXYZ\nevent: response.completed\ndata: {}\n\n");
+        assert!(
+            s.take_ready().is_empty(),
+            "an oversized event stays dropped"
+        );
+        assert_eq!(s.oversized_events(), 1);
+        // Bare `data` lines add their joiners under the cap.
+        let mut s = SseScanner::new(16);
+        let mut input = b"event: error\n".to_vec();
+        for _ in 0..40 {
+            input.extend_from_slice(b"data\n");
+        }
+        input.push(b'\n');
+        s.feed(&input);
+        assert!(s.take_ready().is_empty(), "over the cap: dropped");
+        assert_eq!(s.oversized_events(), 1);
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! `SseScanner` (`new` and `keeping_all`) on an arbitrary stream, fed whole and fed in pieces.
+//!
+//! Input layout: byte 0 picks the event cap (high bit set: the default 16 MiB; otherwise
+//! `(b & 0x7f) * 16` bytes, so the oversize path is reached), the rest is split as described in
+//! `common::split_input`.
+//!
+//! Invariants checked (beyond "never panics"):
+//! - one piece vs pieces, for both constructors: identical events (kind and data, in order), and
+//!   the same `events_seen`, `oversized_events` and `at_boundary` at the end; `has_ready` agrees
+//!   with `take_ready`;
+//! - `new` never hands out `Other`; no event's data exceeds the cap; no more events than
+//!   `events_seen`;
+//! - `new` and `keeping_all` agree on the kinds of the interesting events;
+//! - both agree with `reference`, a plain line-by-line reading of the framing the module documents
+//!   (LF / CRLF / CR line ends, blank line dispatches, `data` lines joined with LF, one optional
+//!   space after the colon, the kind from the last `event` name, else from the data's `"type"`):
+//!   the same events handed out (an event whose joined data exceeds the cap is dropped by `new`
+//!   and handed out by `keeping_all` as `Other` with no data), the same number dispatched, the
+//!   same `at_boundary`;
+//! - the relay's failure injection works after any prefix: a blank line when not `at_boundary`,
+//!   then a `response.failed` event, is scanned as exactly that event.
+
+#![no_main]
+
+mod common;
+
+use codex_lb::http::sse::{
+    sniff_type, EventKind, ScannedEvent, SseScanner, DEFAULT_MAX_EVENT_BYTES,
+};
+use libfuzzer_sys::fuzz_target;
+
+const INJECTED_DATA: &[u8] = br#"{"type":"response.failed","response":{"error":{"code":"x"}}}"#;
+
+struct Run {
+    events: Vec<ScannedEvent>,
+    seen: u64,
+    oversized: u64,
+    boundary: bool,
+}
+
+fn scan(mut s: SseScanner, pieces: &[&[u8]]) -> (Run, SseScanner) {
+    let mut events = Vec::new();
+    for piece in pieces {
+        s.feed(piece);
+        let ready = s.has_ready();
+        let got = s.take_ready();
+        assert_eq!(
+            ready,
+            !got.is_empty(),
+            "has_ready disagrees with take_ready"
+        );
+        assert!(!s.has_ready());
+        events.extend(got);
+    }
+    let run = Run {
+        events,
+        seen: s.events_seen(),
+        oversized: s.oversized_events(),
+        boundary: s.at_boundary(),
+    };
+    (run, s)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cap_byte, rest)) = data.split_first() else {
+        return;
+    };
+    let max = if cap_byte & 0x80 != 0 {
+        DEFAULT_MAX_EVENT_BYTES
+    } else {
+        usize::from(cap_byte & 0x7f) * 16
+    };
+    let (body, pieces) = common::split_input(rest);
+
+    let mut kinds_by_mode = Vec::new();
+    for keep_all in [false, true] {
+        let make = || {
+            if keep_all {
+                SseScanner::keeping_all(max)
+            } else {
+                SseScanner::new(max)
+            }
+        };
+        let (whole, scanner) = scan(make(), &[body]);
+        let (split, _) = scan(make(), &pieces);
+        assert_eq!(
+            whole.events, split.events,
+            "keep_all={keep_all}: split changed the events"
+        );
+        assert_eq!(
+            whole.seen, split.seen,
+            "keep_all={keep_all}: events_seen differs"
+        );
+        assert_eq!(
+            whole.oversized, split.oversized,
+            "keep_all={keep_all}: oversized differs"
+        );
+        assert_eq!(
+            whole.boundary, split.boundary,
+            "keep_all={keep_all}: at_boundary differs"
+        );
+
+        assert!(
+            whole.events.len() as u64 <= whole.seen,
+            "more events than dispatched"
+        );
+        for ev in &whole.events {
+            assert!(ev.data.len() <= max, "event data over the cap");
+            if !keep_all {
+                assert_ne!(ev.kind, EventKind::Other, "new() handed out an Other event");
+            }
+        }
+        let (expected, dispatched, boundary) = reference(body, max, keep_all);
+        assert!(
+            whole.events == expected,
+            "keep_all={keep_all}: events differ from the reference reading\n scanner:   {:?}\n reference: {:?}",
+            show(&whole.events),
+            show(&expected)
+        );
+        assert_eq!(whole.seen, dispatched, "keep_all={keep_all}: events_seen");
+        assert_eq!(whole.boundary, boundary, "keep_all={keep_all}: at_boundary");
+        kinds_by_mode.push(
+            whole
+                .events
+                .iter()
+                .map(|e| e.kind)
+                .filter(|k| *k != EventKind::Other)
+                .collect::<Vec<_>>(),
+        );
+
+        check_injection(scanner, max);
+    }
+    assert_eq!(
+        kinds_by_mode[0], kinds_by_mode[1],
+        "new and keeping_all disagree on the interesting events"
+    );
+});
+
+/// What the relay does when the upstream breaks after these bytes (src/proxy/relay.rs).
+fn check_injection(mut s: SseScanner, max: usize) {
+    if !s.at_boundary() {
+        s.feed(b"\n\n");
+    }
+    assert!(s.at_boundary(), "a blank line did not end the event");
+    let _ = s.take_ready();
+    let mut ev = b"event: response.failed\ndata: ".to_vec();
+    ev.extend_from_slice(INJECTED_DATA);
+    ev.extend_from_slice(b"\n\n");
+    s.feed(&ev);
+    assert!(s.at_boundary());
+    let got = s.take_ready();
+    if INJECTED_DATA.len() <= max {
+        assert_eq!(
+            got,
+            vec![ScannedEvent {
+                kind: EventKind::Failed,
+                data: INJECTED_DATA.to_vec()
+            }],
+            "the injected failure event was not scanned as sent"
+        );
+    }
+}
+
+/// Events with their data as text, for failure messages.
+fn show(events: &[ScannedEvent]) -> Vec<(EventKind, String)> {
+    events
+        .iter()
+        .map(|e| (e.kind, String::from_utf8_lossy(&e.data).into_owned()))
+        .collect()
+}
+
+/// The events a plain reading of `body` hands out: (events, blocks dispatched, ends at a boundary).
+fn reference(body: &[u8], max: usize, keep_all: bool) -> (Vec<ScannedEvent>, u64, bool) {
+    const MAX_EVENT_NAME: usize = 128;
+    let mut out = Vec::new();
+    let mut dispatched = 0u64;
+    let mut in_event = false;
+    let mut data: Vec<u8> = Vec::new();
+    let mut data_lines = 0u32;
+    let mut event_name: Option<Vec<u8>> = None;
+    let mut rest = body;
+    while let Some(end) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        let line = &rest[..end];
+        let mut next = end + 1;
+        if rest[end] == b'\r' && rest.get(next) == Some(&b'\n') {
+            next += 1;
+        }
+        rest = &rest[next..];
+        if line.is_empty() {
+            if in_event {
+                dispatched += 1;
+                if data_lines > 0 {
+                    let kind = match &event_name {
+                        Some(name) => Some(EventKind::from_type(name)),
+                        None => sniff_type(&data).map(EventKind::from_type),
+                    };
+                    let ev = if data.len() > max {
+                        keep_all.then(|| ScannedEvent {
+                            kind: EventKind::Other,
+                            data: Vec::new(),
+                        })
+                    } else {
+                        let kind = kind.unwrap_or(EventKind::Other);
+                        (keep_all || kind != EventKind::Other).then(|| ScannedEvent {
+                            kind,
+                            data: data.clone(),
+                        })
+                    };
+                    out.extend(ev);
+                }
+            }
+            in_event = false;
+            data.clear();
+            data_lines = 0;
+            event_name = None;
+            continue;
+        }
+        in_event = true;
+        if line[0] == b':' {
+            continue;
+        }
+        let (name, value) = match line.iter().position(|b| *b == b':') {
+            Some(c) => {
+                let v = &line[c + 1..];
+                (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match name {
+            b"event" => event_name = Some(value[..value.len().min(MAX_EVENT_NAME)].to_vec()),
+            b"data" => {
+                if data_lines > 0 {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(value);
+                data_lines += 1;
+            }
+            _ => {}
+        }
+    }
+    (out, dispatched, !in_event && rest.is_empty())
+}
