@@ -62,7 +62,8 @@ impl ResponseOwners {
 /// every catalog the gateway has fetched. Models never seen in a catalog are not restricted.
 #[derive(Default)]
 pub struct ModelPlans {
-    plans: ArcSwap<HashMap<String, Vec<String>>>,
+    /// Shared slices: a request takes its model's plans with a reference count, not a copy.
+    plans: ArcSwap<HashMap<String, Arc<[String]>>>,
 }
 
 impl ModelPlans {
@@ -72,7 +73,7 @@ impl ModelPlans {
         let Some(models) = catalog.get("models").and_then(|m| m.as_array()) else {
             return;
         };
-        let mut next: HashMap<String, Vec<String>> = (**self.plans.load()).clone();
+        let mut next: HashMap<String, Arc<[String]>> = (**self.plans.load()).clone();
         let mut changed = false;
         for m in models {
             let Some(slug) = m.get("slug").and_then(|s| s.as_str()) else {
@@ -88,8 +89,8 @@ impl ModelPlans {
             if plans.is_empty() {
                 continue;
             }
-            if next.get(slug) != Some(&plans) {
-                next.insert(slug.to_string(), plans);
+            if next.get(slug).map(|p| &p[..]) != Some(&plans[..]) {
+                next.insert(slug.to_string(), Arc::from(plans));
                 changed = true;
             }
         }
@@ -98,8 +99,9 @@ impl ModelPlans {
         }
     }
 
-    pub fn snapshot(&self) -> Arc<HashMap<String, Vec<String>>> {
-        self.plans.load_full()
+    /// The plans that offer `model`, if a catalog restricted it.
+    pub fn plans_for(&self, model: &str) -> Option<Arc<[String]>> {
+        self.plans.load().get(model).cloned()
     }
 }
 
@@ -142,10 +144,9 @@ mod tests {
             {"slug": "no-plans"}
         ]}));
         mp.learn(&json!({"models": [{"slug": "other", "available_in_plans": ["team"]}]}));
-        let s = mp.snapshot();
-        assert_eq!(s["gpt-5.5"], vec!["plus", "pro"]);
-        assert_eq!(s["gpt-5.5-pro"], vec!["pro"]);
-        assert_eq!(s["other"], vec!["team"]);
-        assert!(!s.contains_key("no-plans"));
+        assert_eq!(&*mp.plans_for("gpt-5.5").unwrap(), ["plus", "pro"]);
+        assert_eq!(&*mp.plans_for("gpt-5.5-pro").unwrap(), ["pro"]);
+        assert_eq!(&*mp.plans_for("other").unwrap(), ["team"]);
+        assert!(mp.plans_for("no-plans").is_none());
     }
 }

@@ -405,7 +405,7 @@ struct Routing {
     pinned: Option<(String, PinSource)>,
     model: Option<String>,
     /// The plans that offer `model`, when the upstream catalog restricts it.
-    plans: Option<Vec<String>>,
+    plans: Option<Arc<[String]>>,
 }
 
 fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
@@ -433,7 +433,7 @@ fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
     let plans = prepared
         .model
         .as_deref()
-        .and_then(|m| w.shared.model_plans.snapshot().get(m).cloned());
+        .and_then(|m| w.shared.model_plans.plans_for(m));
     Routing {
         sticky_key,
         pinned: turn_state.or_else(continued),
