@@ -119,8 +119,16 @@ pub const DURATION_BUCKETS: [(&str, u64); 15] = [
 /// Cells per histogram: one per bound and the `+Inf` overflow.
 const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
-/// The `route` label of recorded requests; any route not named here is counted as `other`.
-pub const ROUTES: [&str; 3] = ["responses", "models", OTHER];
+/// The `route` label of recorded requests (the names `proxy::ProxyRoute::name` gives; a test
+/// there keeps the two lists together); any other route is counted as `other`.
+pub const ROUTES: [&str; 6] = [
+    "responses",
+    "models",
+    "v1/responses",
+    "v1/chat/completions",
+    "compact",
+    OTHER,
+];
 
 /// Distinct label combinations one worker keeps per family (`requests`, `usage`, `errors`).
 /// Past it a new account or model is folded into `other`, so a client inventing model names
@@ -526,9 +534,10 @@ mod tests {
         // No tokens and no price: no usage series.
         assert_eq!(t.usage.len(), 1);
         assert_eq!(t.errors.get(UNKNOWN_CODE), Some(&1));
+        let other = ROUTES.len() - 1;
         assert_eq!(t.duration[0].count(), 2);
-        assert_eq!(t.duration[2].count(), 1);
-        assert_eq!(t.ttfb[2].count(), 1);
+        assert_eq!(t.duration[other].count(), 1);
+        assert_eq!(t.ttfb[other].count(), 1);
         assert_eq!(t.ttfb[0].count(), 0);
     }
 

@@ -526,6 +526,18 @@ mod tests {
     }
 
     #[test]
+    fn every_recorded_route_has_its_own_metrics_label() {
+        use ProxyRoute::*;
+        for r in [CodexResponses, Models, V1Responses, V1Chat, Compact] {
+            assert!(
+                crate::metrics::ROUTES.contains(&r.name()),
+                "{} would be counted as `other` in /metrics",
+                r.name()
+            );
+        }
+    }
+
+    #[test]
     fn user_agent_families() {
         let f = |s: &str| user_agent_family(s);
         assert_eq!(

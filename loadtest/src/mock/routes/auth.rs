@@ -1,11 +1,13 @@
 //! Bearer-token and `ChatGPT-Account-ID` checks shared by every backend route (PROTOCOL.md 1.3,
 //! 3.4).
 
-use hyper::{HeaderMap, StatusCode};
+use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::Value;
 
+use crate::mock::body::MockBody;
 use crate::mock::credentials::AccessDenied;
 use crate::mock::errors;
+use crate::mock::reply::ReplyCtx;
 use crate::mock::state::Shared;
 
 pub struct Rejection {
@@ -56,4 +58,24 @@ pub fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<usize, Rejec
         });
     }
     Ok(account)
+}
+
+/// The reply context of a backend request and the account it acts for, counted in the stats; a
+/// refused token is answered as the upstream would.
+pub fn authenticated(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<(ReplyCtx, usize), Box<Response<MockBody>>> {
+    let mut ctx = ReplyCtx::from_request(shared, headers);
+    match authenticate(shared, headers) {
+        Ok(account) => {
+            ctx.account = Some(account);
+            shared.stats.account(shared.account_id(account));
+            Ok((ctx, account))
+        }
+        Err(rej) => {
+            ctx.account = rej.account;
+            Err(Box::new(ctx.json(shared, rej.status, &rej.body)))
+        }
+    }
 }

@@ -11,12 +11,12 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::auth::authenticate;
+use super::auth::authenticated;
 use super::models::model_in_plan;
 use super::read_body;
 use crate::mock::body::MockBody;
 use crate::mock::errors;
-use crate::mock::reply::{mix, ReplyCtx};
+use crate::mock::reply::mix;
 use crate::mock::request::{header_list, RecordedRequest};
 use crate::mock::state::Shared;
 
@@ -27,16 +27,10 @@ const SUMMARY_TOKENS: u64 = 120;
 
 pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
     let (parts, body) = req.into_parts();
-    let mut ctx = ReplyCtx::from_request(shared, &parts.headers);
-    let account = match authenticate(shared, &parts.headers) {
-        Ok(a) => a,
-        Err(rej) => {
-            ctx.account = rej.account;
-            return ctx.json(shared, rej.status, &rej.body);
-        }
+    let (mut ctx, account) = match authenticated(shared, &parts.headers) {
+        Ok(x) => x,
+        Err(refused) => return *refused,
     };
-    ctx.account = Some(account);
-    shared.stats.account(shared.account_id(account));
     let acct = &shared.accounts[account];
     let raw = match read_body(body).await {
         Ok(b) => b,

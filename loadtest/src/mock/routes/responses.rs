@@ -11,13 +11,13 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::auth::authenticate;
+use super::auth::authenticated;
 use super::models::model_in_plan;
 use super::read_body;
 use crate::mock::body::{ConnCtl, MockBody, SseBody, StreamMeta};
 use crate::mock::errors;
 use crate::mock::render::{plan, RequestIds, TokenUsage};
-use crate::mock::reply::{fnv1a, mix, ReplyCtx};
+use crate::mock::reply::{fnv1a, mix};
 use crate::mock::request::{decode_body, header_list, RecordedRequest};
 use crate::mock::scenario::{directive_patch, parse_patch, Scenario};
 use crate::mock::state::Shared;
@@ -40,16 +40,10 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<MockBody> {
     let (parts, body) = req.into_parts();
-    let mut ctx = ReplyCtx::from_request(shared, &parts.headers);
-    let account = match authenticate(shared, &parts.headers) {
-        Ok(a) => a,
-        Err(rej) => {
-            ctx.account = rej.account;
-            return ctx.json(shared, rej.status, &rej.body);
-        }
+    let (mut ctx, account) = match authenticated(shared, &parts.headers) {
+        Ok(x) => x,
+        Err(refused) => return *refused,
     };
-    ctx.account = Some(account);
-    shared.stats.account(shared.account_id(account));
     let acct = &shared.accounts[account];
 
     let raw = match read_body(body).await {
