@@ -37,6 +37,7 @@ pub const DEFAULT_CLIENT_VERSION: &str = "0.169.0";
 pub const DEFAULT_AUTH_BASE_URL: &str = "https://auth.openai.com";
 pub const DEFAULT_OAUTH_CALLBACK_PORT: u16 = 1455;
 pub const DEFAULT_LOGIN_TIMEOUT: &str = "10m";
+pub const DEFAULT_DASHBOARD_SESSION_TTL: &str = "7d";
 pub const DEFAULT_USAGE_POLL_INTERVAL: &str = "60s";
 pub const DEFAULT_ACCOUNT_MAX_STREAMS: usize = 0;
 
@@ -155,6 +156,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// How long a dashboard login lasts.
+    #[arg(long, env = "CODEX_LB_DASHBOARD_SESSION_TTL", default_value = DEFAULT_DASHBOARD_SESSION_TTL, value_parser = parse_duration)]
+    pub dashboard_session_ttl: Duration,
     /// Connections one client address may hold open on one worker; past it, 503 and close.
     #[arg(long, env = "CODEX_LB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
@@ -312,6 +316,7 @@ pub struct Settings {
     pub allow_cidrs: Vec<ipnet::IpNet>,
     pub max_connections_per_client: usize,
     pub allow_open_data_dir: bool,
+    pub dashboard_session_ttl: Duration,
 }
 
 impl Settings {
@@ -380,6 +385,7 @@ impl Settings {
             allow_cidrs: a.allow_cidrs.clone(),
             allow_open_data_dir: a.target.allow_open_data_dir,
             max_connections_per_client: a.max_connections_per_client,
+            dashboard_session_ttl: a.dashboard_session_ttl,
         })
     }
 

@@ -41,6 +41,8 @@ const DRAIN_SLACK: Duration = Duration::from_secs(2);
 const CONTROL_CHANNEL: usize = 4096;
 const LEDGER_QUERY_CHANNEL: usize = 256;
 const JOBS_CHANNEL: usize = 4096;
+/// Dashboard logins and password changes queued for the auth thread; past it, 503.
+const AUTH_CHANNEL: usize = 256;
 /// How long start-up waits for a data dir still held by a gateway that just stopped.
 const STORE_LOCK_WAIT: Duration = Duration::from_secs(3);
 /// How long a finished sign-in waits for the control thread to store its account.
@@ -69,6 +71,10 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error(transparent)]
     Pricing(#[from] crate::pricing::PricingError),
+    #[error("cannot read or create the admin token file in the data dir: {0}")]
+    AdminToken(std::io::Error),
+    #[error("cannot read the dashboard's credentials: {0}")]
+    AuthStore(#[from] sled::Error),
 }
 
 pub struct Gateway {
@@ -78,6 +84,7 @@ pub struct Gateway {
     ledger: Option<JoinHandle<Result<(), LedgerError>>>,
     control: Option<JoinHandle<()>>,
     jobs: Option<JoinHandle<()>>,
+    auth: Option<JoinHandle<()>>,
 }
 
 /// Triggers a graceful shutdown from anywhere (signal thread, tests).
@@ -170,6 +177,31 @@ impl Gateway {
         let workers_n = settings.workers;
         let login = Arc::new(login_flows(&settings, tls.clone(), control_tx.clone()));
         let pricing = Arc::new(crate::pricing::Pricing::load(&settings.data_dir)?);
+        let admin_token = crate::dashboard::auth::load_or_create_admin_token(&settings.data_dir)
+            .map_err(StartError::AdminToken)?;
+        let (auth_tx, auth_rx) = crossbeam_channel::bounded(AUTH_CHANNEL);
+        let admin_auth = Arc::new(crate::dashboard::auth::AdminAuth::new(
+            &admin_token,
+            settings.dashboard_session_ttl,
+            false,
+            auth_tx,
+        ));
+        let auth_service = crate::dashboard::auth::service::AuthService::load(
+            store.db.open_tree("admin")?,
+            store.sealer.clone(),
+            Arc::clone(&admin_auth),
+        )?;
+        if let Some(token) = auth_service.bootstrap_token() {
+            if !settings.listen.ip().is_loopback() {
+                // Needed once, for the first password from another machine; useless afterwards.
+                tracing::warn!(
+                    bootstrap_token = token,
+                    "no dashboard password is set: open the dashboard and set one with this \
+                     bootstrap token (or set it from the gateway's own machine)"
+                );
+            }
+        }
+        let auth = auth_service.spawn(auth_rx).map_err(StartError::Thread)?;
         let shared = Arc::new(Shared {
             accounts: ArcSwap::from_pointee(Default::default()),
             keys: ArcSwap::from_pointee(Default::default()),
@@ -180,6 +212,7 @@ impl Gateway {
             control_tx,
             metrics: (0..workers_n).map(|_| Arc::default()).collect(),
             login,
+            admin_auth,
             pricing,
             response_owners: Default::default(),
             model_plans: Default::default(),
@@ -245,6 +278,7 @@ impl Gateway {
             ledger: Some(ledger),
             control: Some(control),
             jobs: Some(jobs),
+            auth: Some(auth),
         })
     }
 
@@ -276,6 +310,15 @@ impl Gateway {
         let _ = self.shared.control_tx.send(ControlMsg::Shutdown);
         if let Some(h) = self.control.take() {
             let _ = h.join();
+        }
+        if self
+            .shared
+            .admin_auth
+            .submit(crate::dashboard::auth::AuthJob::Stop)
+        {
+            if let Some(h) = self.auth.take() {
+                let _ = h.join();
+            }
         }
         // The jobs thread ends once the control thread (its only job sender) is gone; a job in
         // flight finishes within its timeout.

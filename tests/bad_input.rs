@@ -221,7 +221,7 @@ fn compressed_bodies_expect_continue_and_pipelining() {
     // Two pipelined requests in one write get two answers, in order.
     let (raw, _) = raw_exchange(
         env.addr,
-        b"GET /health HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\nconnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\n\r\nGET /api/nope HTTP/1.1\r\nconnection: close\r\n\r\n",
         LIMIT,
     );
     let text = String::from_utf8_lossy(&raw);

@@ -172,7 +172,13 @@ fn backend(target: &TargetArgs) -> Result<Backend, String> {
     let dir = target.resolved_data_dir();
     match Store::open_with(&dir, target.allow_open_data_dir) {
         Ok(store) => Ok(Backend::Direct(store)),
-        Err(StoreError::Locked(_)) => Ok(Backend::Gateway(admin_base(target.listen))),
+        Err(StoreError::Locked(_)) => {
+            // Whoever can read the data dir is the gateway's admin (see dashboard::auth).
+            if let Some(token) = crate::dashboard::auth::read_admin_token(&dir) {
+                let _ = ADMIN_TOKEN.set(token);
+            }
+            Ok(Backend::Gateway(admin_base(target.listen)))
+        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -189,8 +195,14 @@ fn admin_base(listen: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
+/// The running gateway's admin token, read from its data dir when a command goes through it.
+static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn call(method: &str, url: &str, body: Option<&[u8]>) -> Result<Value, String> {
-    let req = ureq::request(method, url).timeout(std::time::Duration::from_secs(15));
+    let mut req = ureq::request(method, url).timeout(std::time::Duration::from_secs(15));
+    if let Some(token) = ADMIN_TOKEN.get() {
+        req = req.set("authorization", &format!("Bearer {token}"));
+    }
     let res = match body {
         Some(b) => req.set("content-type", "application/json").send_bytes(b),
         None => req.call(),

@@ -2,8 +2,8 @@
 //!
 //! Handlers run on a worker but never touch sled: account changes go to the control thread and
 //! usage questions to the ledger thread, each over a bounded channel with a reply channel that
-//! the worker polls (it must not block). Until dashboard passwords land, `/api` answers loopback
-//! callers only.
+//! the worker polls (it must not block). Who may call what is `auth`'s to decide: every route
+//! states what it needs (`Need::Read` for figures, `Need::Write` for changes and credentials).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -21,13 +21,19 @@ use crate::metrics;
 use crate::proxy::client::ClientConn;
 use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
+use auth::Need;
+use auth_api::AuthRoute;
 use keys_api::KeysRoute;
 use login_api::LoginRoute;
 use usage_api::UsageRoute;
 
+pub mod auth;
+pub mod auth_api;
 pub mod keys_api;
+pub mod live;
 pub mod login_api;
 pub mod prometheus;
+pub mod ui;
 pub mod usage_api;
 
 /// Largest auth.json accepted by the import endpoint.
@@ -42,6 +48,9 @@ the account, then remove it from one side.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminRoute {
+    Auth(AuthRoute),
+    /// `GET /api/live`: server-sent events for the overview.
+    Live,
     Login(LoginRoute),
     Keys(KeysRoute),
     AccountsExport,
@@ -59,6 +68,16 @@ pub enum AdminRoute {
 impl AdminRoute {
     /// `None`: not an admin path. `Some(Err)`: an admin path with the wrong method.
     pub fn parse(method: &str, path: &str) -> Option<Result<AdminRoute, ()>> {
+        if let Some(r) = AuthRoute::parse(method, path) {
+            return Some(r.map(AdminRoute::Auth));
+        }
+        if path == "/api/live" {
+            return Some(if method == "GET" {
+                Ok(AdminRoute::Live)
+            } else {
+                Err(())
+            });
+        }
         if let Some(r) = LoginRoute::parse(method, path) {
             return Some(r.map(AdminRoute::Login));
         }
@@ -87,6 +106,19 @@ impl AdminRoute {
     }
 }
 
+impl AdminRoute {
+    /// What a caller needs for this route; `None` for the auth routes, which check for themselves.
+    fn need(self, method: &str) -> Option<Need> {
+        match self {
+            AdminRoute::Auth(r) => r.need(),
+            // Credentials: whoever holds them can spend the account.
+            AdminRoute::AccountsExport => Some(Need::Write),
+            _ if method == "GET" => Some(Need::Read),
+            _ => Some(Need::Write),
+        }
+    }
+}
+
 /// `/api/accounts/{id}` → (id, None); `/api/accounts/{id}/{action}` → (id, Some(action)).
 fn account_path(path: &str) -> Option<(&str, Option<&str>)> {
     let rest = path.strip_prefix("/api/accounts/")?;
@@ -109,7 +141,7 @@ async fn ask<T>(w: &Worker, make: impl FnOnce(Sender<T>) -> ControlMsg) -> Optio
 }
 
 /// Waits for a reply from an off-core thread without blocking the worker.
-async fn await_reply<T>(rx: Receiver<T>) -> Option<T> {
+pub(crate) async fn await_reply<T>(rx: Receiver<T>) -> Option<T> {
     let deadline = Instant::now() + REPLY_TIMEOUT;
     loop {
         match rx.try_recv() {
@@ -141,7 +173,7 @@ async fn json_reply(
     send(w, client, Bytes::from(bytes), keep_alive).await
 }
 
-fn busy() -> ApiError {
+pub(crate) fn busy() -> ApiError {
     ApiError::new(
         503,
         "server_error",
@@ -191,14 +223,13 @@ pub async fn handle(
     route: AdminRoute,
 ) -> bool {
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
-    if !client.peer.ip().is_loopback() {
-        let err = ApiError::new(
-            403,
-            "permission_error",
-            "admin_loopback_only",
-            "the admin API only answers loopback clients",
-        );
-        return reply_error(w, client, &err, false).await;
+    let caller = w.shared.admin_auth.identify(&head, client.peer);
+    if let Some(need) = route.need(head.method()) {
+        if let Err(err) = w.shared.admin_auth.check(&caller, &head, need) {
+            // The body is not read: the connection cannot be reused when there is one.
+            let reuse = keep_alive && head.framing == crate::http::request::BodyFraming::None;
+            return reply_error(w, client, &err, reuse).await;
+        }
     }
     let body = match client
         .read_body(
@@ -222,6 +253,10 @@ pub async fn handle(
     let invalid = |code: &str, msg: String| ApiError::invalid_request(code, msg);
     // Each arm produces the answer: a status and body, or an error envelope.
     let answer: Result<(u16, serde_json::Value), ApiError> = match route {
+        AdminRoute::Auth(r) => {
+            return auth_api::handle(w, client, &head, r, &caller, &body, keep_alive).await
+        }
+        AdminRoute::Live => return live::stream(w, client).await,
         AdminRoute::Login(r) => login_api::answer(w, r, head.path(), &body).await,
         AdminRoute::Keys(r) => keys_api::answer(w, r, head.path(), &body).await,
         AdminRoute::AccountsExport => control_answer(

@@ -79,6 +79,8 @@ pub enum Route {
     /// `GET /metrics`: Prometheus text, loopback callers only.
     Metrics,
     Admin(crate::dashboard::AdminRoute),
+    /// `GET` of the web UI: `/`, its assets, and client-side routes.
+    Ui,
     NotFound,
     MethodNotAllowed,
 }
@@ -132,6 +134,7 @@ pub fn route(method: &str, path: &str) -> Route {
         _ => match AdminRoute::parse(method, path) {
             Some(Ok(r)) => Route::Admin(r),
             Some(Err(())) => Route::MethodNotAllowed,
+            None if get && crate::dashboard::ui::is_ui_path(path) => Route::Ui,
             None => Route::NotFound,
         },
     }
@@ -473,6 +476,9 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
             crate::dashboard::prometheus::handle(w, client, keep_alive && !has_body).await
         }
         Route::Admin(r) => crate::dashboard::handle(w, client, head, r).await,
+        Route::Ui => {
+            crate::dashboard::ui::serve(w, client, head.path(), keep_alive && !has_body).await
+        }
         Route::NotFound => {
             reply_error(
                 w,
@@ -522,7 +528,12 @@ mod tests {
         assert_eq!(route("GET", "/metrics"), Route::Metrics);
         assert_eq!(route("POST", "/metrics"), Route::MethodNotAllowed);
         assert_eq!(route("HEAD", "/metrics"), Route::MethodNotAllowed);
-        assert_eq!(route("GET", "/nope"), Route::NotFound);
+        assert_eq!(route("GET", "/api/nope"), Route::NotFound);
+        assert_eq!(route("POST", "/nope"), Route::NotFound);
+        assert_eq!(route("GET", "/v1/nope"), Route::NotFound);
+        // Client-side routes of the web UI.
+        assert_eq!(route("GET", "/nope"), Route::Ui);
+        assert_eq!(route("GET", "/"), Route::Ui);
     }
 
     #[test]
