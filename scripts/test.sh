@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the end-to-end tests need (the official Codex CLI and the
-# official OpenAI Python SDK, both pinned),
+# official OpenAI Python SDK, both pinned; Debian's Chromium and playwright-core to drive it),
 # then runs every test of the workspace, and the gateway's end-to-end tests once more on the
 # legacy epoll driver (the first run uses io_uring where the kernel allows it).
 set -euo pipefail
@@ -27,6 +27,25 @@ if ! [ -x "$codex" ] || ! "$codex" --version 2>/dev/null | grep -q "$CODEX_VERSI
   npm install --no-audit --no-fund --silent --prefix "$E2E_DIR" "@openai/codex@$CODEX_VERSION"
 fi
 export CODEX_LB_CODEX_BIN="$PWD/$codex"
+
+# Headless Chromium for the dashboard test: the distribution's browser, never a downloaded one,
+# driven by playwright-core (pinned).
+PLAYWRIGHT_VERSION=1.65.1
+if ! [ -x /usr/bin/chromium ]; then
+  echo "chromium not found: installing Debian's chromium" >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "cannot install Chromium here: install it at /usr/bin/chromium (or set CODEX_LB_CHROMIUM), then rerun" >&2
+    exit 1
+  fi
+fi
+pw="$E2E_DIR/node_modules/playwright-core/package.json"
+if ! [ -f "$pw" ] || ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$pw"; then
+  echo "installing playwright-core@$PLAYWRIGHT_VERSION into $E2E_DIR" >&2
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent --prefix "$E2E_DIR" "playwright-core@$PLAYWRIGHT_VERSION"
+fi
 
 # The official OpenAI Python SDK, pinned, in a virtualenv of its own.
 OPENAI_PY_VERSION=3.57.0

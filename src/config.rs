@@ -215,9 +215,8 @@ pub enum ConfigError {
         max: usize,
     },
     #[error(
-        "refusing to listen on non-loopback address {0}: proxy keys and a dashboard password are not \
-         available yet, so anyone reaching the port could spend the pooled accounts; pass \
-         --insecure-allow-remote to do it anyway"
+        "refusing to listen on non-loopback address {0} without --api-key-auth: anyone reaching the \
+         port could spend the pooled accounts; pass --insecure-allow-remote to do it anyway"
     )]
     RemoteWithoutAuth(SocketAddr),
 }

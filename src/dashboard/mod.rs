@@ -329,7 +329,11 @@ pub async fn handle(
         },
         AdminRoute::SettingsGet => ask(w, |reply| ControlMsg::GetSettings { reply })
             .await
-            .map(|s| (200, json!(s)))
+            .map(|s| {
+                let mut v = json!(s);
+                v["server"] = server_facts(w);
+                (200, v)
+            })
             .ok_or_else(busy),
         AdminRoute::SettingsPut => match serde_json::from_slice::<SettingsPatch>(&body) {
             Ok(patch) => ask(w, |reply| ControlMsg::SetSettings { patch, reply })
@@ -349,6 +353,32 @@ pub async fn handle(
         Ok((status, body)) => json_reply(w, client, status, body, keep_alive).await,
         Err(err) => reply_error(w, client, &err, keep_alive).await,
     }
+}
+
+/// The settings fixed at start (flags, environment), shown read-only beside the run-time ones.
+fn server_facts(w: &Worker) -> serde_json::Value {
+    let s = &w.shared.settings;
+    let days = |d: Option<Duration>| d.map(|d| d.as_secs() / 86_400);
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": s.listen.to_string(),
+        "workers": s.workers,
+        "upstream": format!(
+            "{}://{}{}",
+            if s.upstream.tls { "https" } else { "http" },
+            s.upstream.authority,
+            s.upstream.base_path
+        ),
+        "log_retention_days": days(s.log_retention),
+        "rollup_retention_days": days(s.rollup_retention),
+        "max_body_bytes": s.max_body_bytes,
+        "max_connections_per_worker": s.max_connections_per_worker,
+        "max_connections_per_client": s.max_connections_per_client,
+        "account_max_streams": s.account_max_streams,
+        "failover_attempts": s.failover_attempts,
+        "dashboard_session_ttl_secs": s.dashboard_session_ttl.as_secs(),
+        "allow_cidrs": s.allow_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 fn not_found(id: &str) -> ApiError {
