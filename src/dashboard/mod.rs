@@ -338,7 +338,11 @@ pub async fn handle(
         AdminRoute::SettingsPut => match serde_json::from_slice::<SettingsPatch>(&body) {
             Ok(patch) => ask(w, |reply| ControlMsg::SetSettings { patch, reply })
                 .await
-                .map(|s| (200, json!(s)))
+                .map(|s| {
+                    let mut v = json!(s);
+                    v["server"] = server_facts(w);
+                    (200, v)
+                })
                 .ok_or_else(busy),
             Err(e) => Err(invalid(
                 "invalid_json",

@@ -2,7 +2,7 @@
 //! unclaimed `GET` answered by `index.html` so a reload on a deep link still opens the UI.
 //!
 //! `CODEX_LB_DASHBOARD_DIR` points at a directory to serve instead, read on every request, so the
-//! UI can be edited without rebuilding. The files carry no secrets; who may use the data behind
+//! UI can be edited without rebuilding (files the binary embeds only: a new file needs a build). The files carry no secrets; who may use the data behind
 //! them is decided by the admin API (`auth`).
 
 use std::rc::Rc;
@@ -87,12 +87,9 @@ pub async fn serve(w: &Rc<Worker>, client: &mut ClientConn, path: &str, keep_ali
         },
         None => asset.body.into(),
     };
-    // index.html is revalidated so a new binary's UI shows at once; the rest changes with it.
-    let cache: &[u8] = if asset.name == "index.html" {
-        b"no-cache"
-    } else {
-        b"max-age=300"
-    };
+    // Revalidated every time, so a new binary's page never runs with an old module beside it;
+    // the files are small and served from memory.
+    let cache: &[u8] = b"no-cache";
     let bytes = full_response(
         200,
         asset.content_type(),

@@ -37,7 +37,8 @@ export class ApiError extends Error {
 export async function api(method, path, body, opts = {}) {
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  if (method !== 'GET' && method !== 'HEAD' && state.session && state.session.csrf_token) {
+  // Sent on reads too: some reads are admin-only (an account export) and checked like a change.
+  if (state.session && state.session.csrf_token) {
     headers['X-CSRF-Token'] = state.session.csrf_token;
   }
   let res;
@@ -109,7 +110,11 @@ class LiveFeed {
     this.seed();
     const es = new EventSource('/api/live', { withCredentials: true });
     this.es = es;
-    es.addEventListener('open', () => this.setStatus('live'));
+    this.gotFirst = false;
+    es.addEventListener('open', () => {
+      this.gotFirst = false;
+      this.setStatus('live');
+    });
     es.addEventListener('tick', (ev) => {
       let data;
       try {
@@ -196,7 +201,10 @@ class LiveFeed {
       while (this.ticks.length > 2 && ts - this.ticks[0].ts > WINDOW_MS + 5000) this.ticks.shift();
     }
     const fresh = this.addRows(Array.isArray(data.requests) ? data.requests : [], false);
-    this.emit({ type: 'tick', metrics: this.metrics, rows: fresh });
+    // The first tick of a connection carries the recent past, not news.
+    const initial = !this.gotFirst;
+    this.gotFirst = true;
+    this.emit({ type: 'tick', metrics: this.metrics, rows: fresh, initial });
   }
 
   /** Requests and tokens over the last minute of the log, and counter deltas over it. */

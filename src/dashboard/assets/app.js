@@ -85,6 +85,7 @@ function parseHash() {
 
 let cleanup = null;
 let shellShown = false;
+let liveDotWired = false;
 
 function unmount() {
   if (cleanup) {
@@ -158,12 +159,17 @@ function showShell() {
   shellShown = true;
   $('[data-theme-toggle]').addEventListener('click', () => theme.toggle());
   $('[data-logout]').addEventListener('click', logout);
-  live.onStatus((s) => {
-    const dot = $('[data-live-dot]');
-    if (!dot) return;
-    dot.dataset.state = s;
-    dot.title = { live: 'Live feed connected', connecting: 'Connecting to the live feed…', retrying: 'Live feed interrupted; reconnecting…', off: 'Live feed off' }[s] || s;
-  });
+  if (!liveDotWired) {
+    liveDotWired = true;
+    live.onStatus((s) => {
+      const dot = $('[data-live-dot]');
+      if (!dot) return;
+      dot.dataset.state = s;
+      dot.title = { live: 'Live feed connected', connecting: 'Connecting to the live feed…', retrying: 'Live feed interrupted; reconnecting…', off: 'Live feed off' }[s] || s;
+    });
+  } else {
+    $('[data-live-dot]').dataset.state = live.status;
+  }
   drawChrome();
   theme.apply();
   live.start();

@@ -73,6 +73,7 @@ function drawChart(container, spec, width) {
     (spec.line ? `<span><i class="sw sw-line"></i>${esc(spec.line.name)}</span>` : '');
   container.append(legend);
   if (!pts.length || (barMax === 0 && lineMax === 0)) {
+    legend.hidden = true;
     const e = document.createElement('div');
     e.className = 'empty chart-empty';
     e.textContent = spec.empty || 'No data';

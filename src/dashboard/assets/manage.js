@@ -57,7 +57,7 @@ const PRIORITIES = [
   ['preserve', 'Preserve'],
 ];
 
-export function accounts(root) {
+export function accounts(root, ctx) {
   const admin = isAdmin();
   render(
     root,
@@ -108,6 +108,7 @@ export function accounts(root) {
         <label>Weekly cap %<input name="cap_secondary_percent" type="number" min="0" max="100" step="1" inputmode="decimal" placeholder="none" value="${esc(a.cap_secondary_percent ?? '')}"></label>
         <label>Requests / min<input name="requests_per_minute" type="number" min="1" step="1" inputmode="numeric" placeholder="no pace" value="${esc(a.requests_per_minute ?? '')}"></label>
         <div class="acc-actions">
+          ${a.status === 'reauth_required' ? '<button type="button" class="btn btn-primary btn-small" data-act="reauth" data-testid="account-reauth">Sign in again</button>' : ''}
           <button type="submit" class="btn btn-primary btn-small" data-testid="account-save">Save</button>
           <button type="button" class="btn btn-small" data-act="${paused ? 'resume' : 'pause'}" data-testid="account-${paused ? 'resume' : 'pause'}">${paused ? 'Resume' : 'Pause'}</button>
           <button type="button" class="btn btn-small" data-act="export" data-testid="account-export">Export</button>
@@ -215,6 +216,11 @@ export function accounts(root) {
     const label = (c && c.account && c.account.email) || id;
     const path = `/api/accounts/${encodeURIComponent(id)}`;
     const act = btn.dataset.act;
+    if (act === 'reauth') {
+      // Signing in to the same ChatGPT account again replaces its tokens.
+      addAccountDialog(load);
+      return;
+    }
     btn.disabled = true;
     try {
       if (act === 'pause' || act === 'resume') {
@@ -251,6 +257,11 @@ export function accounts(root) {
   });
   const addBtn = $('[data-add]', root);
   if (addBtn) addBtn.addEventListener('click', () => addAccountDialog(load));
+  if (addBtn && ctx && ctx.params.get('add')) {
+    // #/accounts?add=1 (the overview's empty pool) opens the dialog; the address drops the flag.
+    history.replaceState(null, '', '#/accounts');
+    addAccountDialog(load);
+  }
 
   load();
   const timers = [setInterval(load, 15000), setInterval(() => tickCountdowns(list), 1000)];
@@ -265,9 +276,9 @@ function addAccountDialog(onAdded) {
   const m = modal(
     'Add account',
     `<div class="tabs" role="tablist">
-      <button type="button" role="tab" class="tab" data-tab="browser" aria-selected="true" data-testid="add-tab-browser">Browser sign-in</button>
+      <button type="button" role="tab" class="tab" data-tab="browser" aria-selected="true" data-testid="add-tab-browser">Browser<span class="hide-xs"> sign-in</span></button>
       <button type="button" role="tab" class="tab" data-tab="device" aria-selected="false" data-testid="add-tab-device">Device code</button>
-      <button type="button" role="tab" class="tab" data-tab="upload" aria-selected="false" data-testid="add-tab-upload">Upload auth.json</button>
+      <button type="button" role="tab" class="tab" data-tab="upload" aria-selected="false" data-testid="add-tab-upload">Upload<span class="hide-xs"> auth.json</span></button>
       <button type="button" role="tab" class="tab" data-tab="note" aria-selected="false" data-testid="add-tab-note">Note</button>
     </div>
     <div class="tab-panel" data-panel="browser">
@@ -377,7 +388,7 @@ function addAccountDialog(onAdded) {
             <li>${v.listening ? `This gateway listens on <code>${esc(v.redirect_uri || '')}</code> and finishes by itself. If your browser
               is on another machine, paste` : 'Paste'} the address your browser ends on:
               <form class="inline-form" data-complete>
-                <input name="callback_url" type="url" required placeholder="http://localhost:1455/auth/callback?code=…" data-testid="browser-callback-url" autocomplete="off">
+                <input name="callback_url" type="url" required placeholder="${esc(v.redirect_uri || 'http://localhost:1455/auth/callback')}?code=…" data-testid="browser-callback-url" autocomplete="off">
                 <button type="submit" class="btn btn-primary" data-testid="browser-complete">Finish</button>
               </form>
               <div class="form-error" role="alert"></div></li>
@@ -635,7 +646,8 @@ export function keys(root) {
         api('GET', '/api/settings').catch(() => null),
       ]);
       if (dead) return;
-      all = k.keys || [];
+      // Active keys first, then the newest.
+      all = (k.keys || []).slice().sort((a, b) => (a.status === 'active' ? 0 : 1) - (b.status === 'active' ? 0 : 1) || (b.created_at || 0) - (a.created_at || 0));
       usage = s.by_key || {};
       draw();
       if (st) {
@@ -743,6 +755,21 @@ const STRATEGIES = [
   ['reset_first', 'Reset first', 'Prefer the account whose window resets soonest, to use quota before it expires.'],
 ];
 
+function serverFact(k, v) {
+  if (v === null || v === undefined) return 'none';
+  if (Array.isArray(v)) return v.length ? v.join(', ') : k === 'allow_cidrs' ? 'any address' : 'none';
+  if (typeof v === 'object') return JSON.stringify(v);
+  if (typeof v === 'number') {
+    if (/_bytes$/.test(k)) return `${fmtInt(v)} (${fmtBytesShort(v)})`;
+    if (/_secs$/.test(k)) return `${fmtInt(v)} s (${fmtDurShort(v)})`;
+    if (/_days$/.test(k)) return `${fmtInt(v)} d`;
+    return fmtInt(v);
+  }
+  return String(v);
+}
+const fmtBytesShort = (b) => (b >= 1 << 20 ? `${+(b / (1 << 20)).toFixed(1)} MiB` : b >= 1024 ? `${+(b / 1024).toFixed(1)} KiB` : `${b} B`);
+const fmtDurShort = (s) => (s % 86400 === 0 ? `${s / 86400} d` : s % 3600 === 0 ? `${s / 3600} h` : s % 60 === 0 ? `${s / 60} m` : `${s} s`);
+
 export function settings(root, ctx) {
   const admin = isAdmin();
   const dis = admin ? '' : ' disabled';
@@ -752,24 +779,29 @@ export function settings(root, ctx) {
       <div class="page-head"><h1>Settings</h1></div>
       ${admin ? '' : '<div class="info-box">You are signed in read-only (viewer). Settings are shown but cannot be changed.</div>'}
       <div class="grid-2">
-        <div class="card">
-          <h2>Routing</h2>
-          <form data-routing data-testid="settings-routing">
-            <label>Strategy<select name="strategy" data-testid="settings-strategy"${dis}>
-              ${STRATEGIES.map(([v, t]) => `<option value="${v}">${t}</option>`).join('')}</select></label>
-            <p class="muted small" data-strategy-help></p>
-            <label class="switch"><input type="checkbox" name="api_key_auth" data-testid="settings-key-auth"${dis}>
-              <span><b>Require an API key</b><br><span class="muted small">Clients must send a <code>sk-clb-…</code> key (see API keys).</span></span></label>
-            <label class="switch"><input type="checkbox" name="hide_quota_headers" data-testid="settings-hide-quota"${dis}>
-              <span><b>Hide quota headers</b><br><span class="muted small">Do not pass the upstream's usage headers on to clients.</span></span></label>
-            <div class="form-error" role="alert"></div>
-          </form>
-          <div data-server></div>
+        <div class="stack">
+          <div class="card">
+            <h2>Routing</h2>
+            <form data-routing data-testid="settings-routing">
+              <label>Strategy<select name="strategy" data-testid="settings-strategy"${dis}>
+                ${STRATEGIES.map(([v, t]) => `<option value="${v}">${t}</option>`).join('')}</select></label>
+              <p class="muted small" data-strategy-help></p>
+              <label class="switch"><input type="checkbox" name="api_key_auth" data-testid="settings-key-auth"${dis}>
+                <span><b>Require an API key</b><br><span class="muted small">Clients must send a <code>sk-clb-…</code> key (see <a href="#/keys">API keys</a>).</span></span></label>
+              <label class="switch"><input type="checkbox" name="hide_quota_headers" data-testid="settings-hide-quota"${dis}>
+                <span><b>Hide quota headers</b><br><span class="muted small">Do not pass the upstream's usage headers on to clients.</span></span></label>
+              <div class="form-error" role="alert"></div>
+            </form>
+          </div>
+          <div class="card">
+            <h2>Appearance</h2>
+            <label>Theme<select data-theme-select data-testid="settings-theme">
+              <option value="system">Follow the system</option><option value="light">Light</option><option value="dark">Dark</option></select></label>
+          </div>
         </div>
-        <div class="card">
-          <h2>Appearance</h2>
-          <label>Theme<select data-theme-select data-testid="settings-theme">
-            <option value="system">Follow the system</option><option value="light">Light</option><option value="dark">Dark</option></select></label>
+        <div class="card" data-server-card hidden>
+          <h2>Server <span class="muted small">(fixed at start by flags and environment)</span></h2>
+          <div data-server></div>
         </div>
       </div>
       <div data-security></div>
@@ -787,14 +819,14 @@ export function settings(root, ctx) {
     form.api_key_auth.checked = !!s.api_key_auth;
     form.hide_quota_headers.checked = !!s.hide_quota_headers;
     help();
-    const srv = s.server && typeof s.server === 'object' ? s.server : null;
+    // PUT answers without the server facts: keep the ones already shown.
+    if (!s.server || typeof s.server !== 'object' || !Object.keys(s.server).length) return;
+    $('[data-server-card]', root).hidden = false;
     render(
       $('[data-server]', root),
-      srv && Object.keys(srv).length
-        ? `<h3>Server</h3><dl class="kv" data-testid="settings-server">${Object.entries(srv)
-            .map(([k, v]) => `<dt>${esc(titleCase(k))}</dt><dd>${esc(typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))}</dd>`)
-            .join('')}</dl>`
-        : '',
+      `<dl class="kv" data-testid="settings-server">${Object.entries(s.server)
+        .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(serverFact(k, v))}</dd>`)
+        .join('')}</dl>`,
     );
   };
   api('GET', '/api/settings')
@@ -909,7 +941,13 @@ export function settings(root, ctx) {
   };
   const refreshSession = async () => {
     try {
-      state.session = await api('GET', '/api/dashboard-auth/session');
+      const s = await api('GET', '/api/dashboard-auth/session');
+      state.session = s;
+      if (!s.authenticated) {
+        // Removing the password from afar ends this session: back to the sign-in screen.
+        if (typeof state.onUnauthorized === 'function') state.onUnauthorized();
+        return;
+      }
       ctx.onSession();
     } catch {
       /* keep the old one */

@@ -4,6 +4,7 @@
 
 import {
   api,
+  isAdmin,
   qs,
   esc,
   live,
@@ -40,6 +41,7 @@ export function windowName(minutes, fallback) {
 
 /** The account's state for a badge: blocked wins over active. */
 export function accountState(a) {
+  if (a.status && a.status !== 'active') return a.status;
   if (a.blocked_until && a.blocked_until > nowSec()) return 'blocked';
   return a.status || 'unknown';
 }
@@ -161,8 +163,8 @@ export function overview(root) {
         const isNew = fresh && !seenRows.has(row.request_id);
         return `<tr data-testid="live-row" data-id="${esc(row.request_id)}"${isNew ? ' class="row-new"' : ''}>
           <td class="nowrap">${esc(fmtClockMs(row.ts_ms))}</td>
-          <td data-testid="live-status">${statusBadge(row.status)}</td>
-          <td data-testid="live-model">${esc(row.model || '–')}</td>
+          <td data-testid="live-row-status">${statusBadge(row.status)}</td>
+          <td data-testid="live-row-model">${esc(row.model || '–')}</td>
           <td class="hide-sm ellipsis">${esc(accountName(n, row.account_id))}</td>
           <td class="hide-sm ellipsis">${esc(keyName(n, row.key_id))}</td>
           <td class="num">${esc(fmtNum(row.total_tokens))}</td>
@@ -183,7 +185,7 @@ export function overview(root) {
     if (ev.rows && ev.rows.some((r) => r.key_id && n && !n.keys.has(r.key_id))) {
       names(true).then((x) => (n = x));
     }
-    drawLive(true);
+    drawLive(!ev.initial);
   });
   const unstatus = live.onStatus((s) => {
     const el = $('[data-live-note]', root);
@@ -203,7 +205,10 @@ export function overview(root) {
       const { accounts = [] } = await api('GET', '/api/accounts');
       if (dead) return;
       if (!accounts.length) {
-        render(headroom, `${empty('No accounts yet.')}<p class="center"><a href="#/accounts" class="btn btn-primary">Add an account</a></p>`);
+        render(
+          headroom,
+          `${empty('No accounts yet.')}${isAdmin() ? '<p class="center"><a href="#/accounts?add=1" class="btn btn-primary" data-testid="overview-add-account">Add an account</a></p>' : ''}`,
+        );
         return;
       }
       const active = accounts.filter((a) => accountState(a) === 'active');

@@ -95,6 +95,16 @@ export function toast(msg, kind = 'ok') {
     toastBox.setAttribute('aria-live', 'polite');
     document.body.append(toastBox);
   }
+  // Above an open modal too: a popover sits in the top layer, and showing it again puts it on top.
+  if (typeof toastBox.showPopover === 'function') {
+    if (!toastBox.hasAttribute('popover')) toastBox.setAttribute('popover', 'manual');
+    try {
+      if (toastBox.matches(':popover-open')) toastBox.hidePopover();
+      toastBox.showPopover();
+    } catch {
+      /* not supported: stays under the dialog's backdrop */
+    }
+  }
   const t = document.createElement('div');
   t.className = `toast toast-${kind}`;
   t.dataset.testid = 'toast';
@@ -189,7 +199,7 @@ export async function copyText(text) {
 
 /** A code block with a copy button; the button copies the block's text. */
 export function codeBlock(text, { testid, label = 'Copy' } = {}) {
-  return `<div class="code-wrap"><pre class="code"${testid ? ` data-testid="${esc(testid)}"` : ''}><code>${esc(text)}</code></pre>
+  return `<div class="code-wrap"><pre class="code${label.length > 5 ? ' code-wide-btn' : ''}"${testid ? ` data-testid="${esc(testid)}"` : ''}><code>${esc(text)}</code></pre>
     <button type="button" class="btn btn-small copy-btn" data-copy>${esc(label)}</button></div>`;
 }
 
