@@ -38,6 +38,8 @@ pub const DEFAULT_AUTH_BASE_URL: &str = "https://auth.openai.com";
 pub const DEFAULT_OAUTH_CALLBACK_PORT: u16 = 1455;
 pub const DEFAULT_LOGIN_TIMEOUT: &str = "10m";
 pub const DEFAULT_DASHBOARD_SESSION_TTL: &str = "7d";
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: &str = "15m";
+pub const DEFAULT_WEBSOCKET_MAX_AGE: &str = "60m";
 pub const DEFAULT_USAGE_POLL_INTERVAL: &str = "60s";
 pub const DEFAULT_ACCOUNT_MAX_STREAMS: usize = 0;
 
@@ -108,6 +110,16 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight streams may run before they are ended.
     #[arg(long, env = "CODEX_LB_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// How WebSocket clients' turns reach the upstream: `auto` (a WebSocket, or HTTP/SSE when
+    /// the upstream answers 426), `http`, or `websocket` (a 426 is the client's error).
+    #[arg(long, env = "CODEX_LB_UPSTREAM_TRANSPORT", value_enum, default_value_t = UpstreamTransport::Auto)]
+    pub upstream_transport: UpstreamTransport,
+    /// A client WebSocket with no message for this long is closed (Codex reopens it).
+    #[arg(long, env = "CODEX_LB_WEBSOCKET_IDLE_TIMEOUT", default_value = DEFAULT_WEBSOCKET_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub websocket_idle_timeout: Duration,
+    /// Age after which a client WebSocket's next turn is told to reconnect (as the upstream does).
+    #[arg(long, env = "CODEX_LB_WEBSOCKET_MAX_AGE", default_value = DEFAULT_WEBSOCKET_MAX_AGE, value_parser = parse_duration)]
+    pub websocket_max_age: Duration,
     /// Open client connections per worker; past it new connections get a 503 and are closed.
     #[arg(long, env = "CODEX_LB_MAX_CONNECTIONS_PER_WORKER", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_WORKER)]
     pub max_connections_per_worker: usize,
@@ -171,6 +183,14 @@ pub struct ServeArgs {
     /// this flag the last run-time choice (`PUT /api/settings`) applies, else off.
     #[arg(long, env = "CODEX_LB_API_KEY_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub api_key_auth: Option<bool>,
+}
+
+/// The upstream leg of WebSocket clients' turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpstreamTransport {
+    Auto,
+    Http,
+    Websocket,
 }
 
 /// Where a gateway listens and keeps its data; shared by `serve` and the `accounts` commands.
@@ -301,6 +321,9 @@ pub struct Settings {
     pub upstream_connect_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub websocket_idle_timeout: Duration,
+    pub websocket_max_age: Duration,
+    pub upstream_transport: UpstreamTransport,
     pub max_connections_per_worker: usize,
     pub ledger_flush_interval: Duration,
     pub ledger_channel_capacity: usize,
@@ -371,6 +394,9 @@ impl Settings {
             upstream_connect_timeout: a.upstream_connect_timeout,
             upstream_idle_timeout: a.upstream_idle_timeout,
             shutdown_grace: a.shutdown_grace,
+            websocket_idle_timeout: a.websocket_idle_timeout,
+            websocket_max_age: a.websocket_max_age,
+            upstream_transport: a.upstream_transport,
             max_connections_per_worker: a.max_connections_per_worker,
             ledger_flush_interval: a.ledger_flush_interval,
             ledger_channel_capacity: a.ledger_channel_capacity,

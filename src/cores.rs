@@ -71,6 +71,12 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error(transparent)]
     Pricing(#[from] crate::pricing::PricingError),
+    #[error(
+        "refusing to listen on non-loopback address {0} without a dashboard password: set one first \
+         with `codex-lb dashboard set-password` (or start on loopback and set it in the dashboard), \
+         or pass --insecure-allow-remote to use the one-time bootstrap token from this log instead"
+    )]
+    RemoteWithoutPassword(SocketAddr),
     #[error("cannot read or create the admin token file in the data dir: {0}")]
     AdminToken(std::io::Error),
     #[error("cannot read the dashboard's credentials: {0}")]
@@ -191,6 +197,12 @@ impl Gateway {
             store.sealer.clone(),
             Arc::clone(&admin_auth),
         )?;
+        if !settings.listen.ip().is_loopback()
+            && !settings.insecure_allow_remote
+            && !auth_service.password_set()
+        {
+            return Err(StartError::RemoteWithoutPassword(settings.listen));
+        }
         if let Some(token) = auth_service.bootstrap_token() {
             if !settings.listen.ip().is_loopback() {
                 // Needed once, for the first password from another machine; useless afterwards.

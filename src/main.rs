@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         Some(Command::Usage { target, json }) => exit(codex_lb::cli::usage::run(target, json)),
         Some(Command::Codex { action }) => exit(codex_lb::cli::codex::run(action)),
         Some(Command::Doctor(args)) => exit(codex_lb::cli::codex::doctor::run(args)),
+        Some(Command::Dashboard { target, action }) => {
+            exit(codex_lb::cli::dashboard::run(target, action))
+        }
     }
 }
 

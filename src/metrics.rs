@@ -35,6 +35,8 @@ pub struct CoreMetrics {
     pub upstream_reused: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub failovers: AtomicU64,
+    /// Client WebSocket upgrades accepted.
+    pub websocket_upgrades: AtomicU64,
     /// Conversations sent away from their home account (it could not serve them).
     pub sticky_moves: AtomicU64,
     pub driver: OnceLock<&'static str>,
@@ -70,6 +72,7 @@ pub struct MetricsTotals {
     pub upstream_reused: u64,
     pub upstream_errors: u64,
     pub failovers: u64,
+    pub websocket_upgrades: u64,
     pub sticky_moves: u64,
 }
 
@@ -90,6 +93,7 @@ pub fn sum(cores: &[std::sync::Arc<CachePadded<CoreMetrics>>]) -> MetricsTotals 
         t.upstream_reused += c.upstream_reused.load(Relaxed);
         t.upstream_errors += c.upstream_errors.load(Relaxed);
         t.failovers += c.failovers.load(Relaxed);
+        t.websocket_upgrades += c.websocket_upgrades.load(Relaxed);
         t.sticky_moves += c.sticky_moves.load(Relaxed);
     }
     t

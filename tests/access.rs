@@ -36,6 +36,8 @@ fn addresses_outside_the_allow_list_are_refused_and_loopback_never_is() {
     let mut settings = env.settings.clone();
     settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
     settings.data_dir = env.dir.path().join("other");
+    // No dashboard password in this data dir: a remote listen needs the explicit opt-out.
+    settings.insecure_allow_remote = true;
     // Some documentation network the machine is not on.
     let elsewhere: ipnet::IpNet = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"]
         .iter()

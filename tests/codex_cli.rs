@@ -151,3 +151,46 @@ fn codex_with_env_key_works_with_a_valid_key_and_says_why_with_a_wrong_one() {
         "the CLI shows the gateway's reason:\n{printed}"
     );
 }
+
+#[test]
+fn codex_exec_over_websocket_is_served_by_an_upgrade_not_a_fallback() {
+    let env = Env::start(2);
+    let answer = "Hello over a WebSocket, through codex-lb.";
+    let prompt = format!("Say hello. [[mock {{\"text\":\"{answer}\",\"deltas\":5}}]]");
+    let (status, stdout, stderr) = codex_exec(&env, &prompt, "supports_websockets = true\n", &[]);
+    assert!(
+        status.success(),
+        "codex failed: {status}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains(answer),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    // The turn came over the socket: the gateway accepted an upgrade and recorded the turn as a
+    // WebSocket one, and no HTTP turn reached it.
+    let health = env.get_json("/health");
+    assert!(
+        health["metrics"]["websocket_upgrades"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{health}"
+    );
+    let rows = env.get_json("/api/requests?limit=50");
+    let turns: Vec<_> = rows["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["route"] == "responses")
+        .collect();
+    assert!(!turns.is_empty(), "{rows}");
+    for t in &turns {
+        assert_eq!(t["transport"], "websocket", "{t}");
+    }
+    assert!(
+        turns
+            .iter()
+            .any(|t| t["outcome"] == "completed" && t["total_tokens"].as_u64().unwrap_or(0) > 0),
+        "{rows}"
+    );
+}

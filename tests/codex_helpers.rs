@@ -193,7 +193,6 @@ fn setup_keeps_other_providers_and_comments_byte_for_byte_after_a_backup() {
     let removed = [
         "name = \"codex-lb\"  # what I called it",
         "base_url = \"http://127.0.0.1:9999/backend-api/codex\"",
-        "supports_websockets = true",
     ];
     let added = [
         "model_provider = \"codex-lb\"",
@@ -255,7 +254,6 @@ fn setup_dry_run_prints_a_diff_and_writes_nothing() {
         "@@ -",
         "\n-base_url = \"http://127.0.0.1:9999/backend-api/codex\"\n",
         "\n+base_url = \"http://127.0.0.1:2455/backend-api/codex\"\n",
-        "\n-supports_websockets = true\n",
         "\n+model_provider = \"codex-lb\"\n",
         "\n [model_providers.codex-lb]\n",
         "not written",
@@ -819,6 +817,16 @@ fn doctor_passes_a_healthy_setup_and_names_each_fault_with_its_fix() {
         );
     }
     assert!(!r.stdout.contains("SKIP"), "{}", r.all());
+    // With WebSocket asked for, the upgrade is tried and accepted.
+    let ws_home = healthy_home(&env, &["--websockets"]);
+    let (r, failed) = doctor(ws_home.path(), &env, &[], &[]);
+    assert!(r.ok && failed.is_empty(), "{}", r.all());
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("PASS  websocket")
+            && l.ends_with("the gateway accepted a WebSocket upgrade")),
+        "{}",
+        r.all()
+    );
 
     // One fault at a time: (what to break, the check that names it, text its fix must carry).
     type Fault = (&'static str, Box<dyn Fn(&Path)>, &'static str, String);
@@ -850,19 +858,6 @@ fn doctor_passes_a_healthy_setup_and_names_each_fault_with_its_fix() {
             }),
             "model",
             "set model to one of gpt-5.5".to_string(),
-        ),
-        (
-            "supports_websockets set",
-            Box::new(|h| {
-                edit_config(h, |t| {
-                    t.replace(
-                        "wire_api = \"responses\"\n",
-                        "wire_api = \"responses\"\nsupports_websockets = true\n",
-                    )
-                })
-            }),
-            "websocket",
-            "remove supports_websockets from [model_providers.codex-lb]".to_string(),
         ),
         (
             "sessions tagged openai",

@@ -394,6 +394,13 @@ fn remote_first_setup_needs_the_bootstrap_token_and_remote_use_a_login() {
     let mut settings = env.settings.clone();
     settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
     settings.data_dir = env.dir.path().join("remote");
+    // Without a password a remote listen is refused unless the owner opts out of that check...
+    match Gateway::start(settings.clone()) {
+        Err(e) => assert!(e.to_string().contains("dashboard set-password"), "{e}"),
+        Ok(_) => panic!("a remote listen without a dashboard password started"),
+    }
+    // ...and then the dashboard itself still needs the bootstrap token from afar.
+    settings.insecure_allow_remote = true;
     let gw = Gateway::start(settings).unwrap();
     let remote = SocketAddr::new(ip, gw.local_addr().port());
     let mut c = Client::browser(remote);
@@ -455,4 +462,88 @@ fn sessions_survive_a_restart() {
     assert_eq!(c.session()["password_set"], true);
     let (r, _) = login(env.addr, "admin password", None);
     assert_eq!(r.status, 200);
+}
+
+/// Runs `codex-lb` with `input` on standard input.
+fn cli_with_input(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_codex-lb"))
+        .args(args)
+        .env_remove("CODEX_LB_DATA_DIR")
+        .env_remove("CODEX_LB_LISTEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("codex-lb runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_cli_sets_the_password_offline_and_through_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    // Offline: the first password needs nothing else; a change needs the current one.
+    let out = cli_with_input(
+        &["dashboard", "--data-dir", data_arg, "set-password"],
+        "first password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli_with_input(
+        &["dashboard", "--data-dir", data_arg, "set-password"],
+        "second password\nnot the current one\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    let out = cli_with_input(
+        &["dashboard", "--data-dir", data_arg, "set-password"],
+        "second password\nfirst password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // With a password set, a remote listen starts without the opt-out.
+    let mock = loadtest::mock::MockUpstream::start(Default::default()).unwrap();
+    let mut settings = common::settings_for(data.clone(), &mock);
+    settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let gw = Gateway::start(settings).expect("remote listen with a password");
+    let local = SocketAddr::from(([127, 0, 0, 1], gw.local_addr().port()));
+    let (r, _) = login(local, "second password", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Through the running gateway (the CLI finds it by --listen and uses the admin token).
+    let listen = local.to_string();
+    let out = cli_with_input(
+        &[
+            "dashboard",
+            "--data-dir",
+            data_arg,
+            "--listen",
+            &listen,
+            "set-password",
+            "--viewer",
+        ],
+        "viewer password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (r, _) = login(local, "viewer password", None);
+    assert_eq!(r.body["role"], "viewer", "{}", r.body);
+    gw.shutdown().unwrap();
 }

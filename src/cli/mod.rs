@@ -4,6 +4,7 @@
 //! admin API when the dir is locked, and open the store directly when no gateway holds it.
 
 pub mod codex;
+pub mod dashboard;
 pub mod keys;
 mod login;
 pub mod usage;
@@ -68,6 +69,13 @@ pub enum Command {
     },
     /// Check that the Codex CLI can use the gateway: PASS or FAIL per check, with the fix.
     Doctor(codex::DoctorArgs),
+    /// The dashboard's passwords.
+    Dashboard {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        action: dashboard::DashboardAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]

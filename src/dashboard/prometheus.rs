@@ -257,6 +257,11 @@ impl Scrape {
             total(|m| m.failovers),
         );
         t.counter(
+            "codex_lb_websocket_upgrades_total",
+            "Client WebSocket sessions accepted on the Codex responses path.",
+            total(|m| m.websocket_upgrades),
+        );
+        t.counter(
             "codex_lb_sticky_moves_total",
             "Conversations sent away from their home account because it could not serve them.",
             total(|m| m.sticky_moves),
@@ -526,6 +531,6 @@ mod tests {
                 assert!(name.starts_with("codex_lb_"), "{line}");
             }
         }
-        assert_eq!(typed.len(), 23, "{typed:?}");
+        assert_eq!(typed.len(), 24, "{typed:?}");
     }
 }

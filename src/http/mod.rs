@@ -1,5 +1,5 @@
 //! Pure HTTP/1.1 codec over byte slices: request heads, body framing (length and chunked), response
-//! heads both ways, the SSE event scanner and OpenAI error bodies.
+//! heads both ways, the SSE event scanner, OpenAI error bodies and the WebSocket codec.
 //!
 //! Nothing in here touches a socket, a clock or shared state, so every piece is unit-tested with its
 //! input split at every byte. The proxy owns the IO; this module owns the bytes.
@@ -9,6 +9,7 @@ pub mod error_body;
 pub mod request;
 pub mod response;
 pub mod sse;
+pub mod ws;
 
 /// Case-insensitive ASCII comparison of a header name against a lowercase literal.
 #[inline]

@@ -262,6 +262,26 @@ impl ClientConn {
         }
     }
 
+    /// Bytes received and not yet consumed (a WebSocket's frames read past its upgrade).
+    pub fn buffered(&self) -> &[u8] {
+        &self.rbuf
+    }
+
+    /// Drops the first `n` buffered bytes (they were decoded).
+    pub fn consume(&mut self, n: usize) {
+        let _ = self.rbuf.split_to(n.min(self.rbuf.len()));
+    }
+
+    /// Reads more bytes into the buffer before `deadline`: `Ok(0)` is EOF, `Err(true)` the
+    /// deadline, `Err(false)` a broken connection.
+    pub async fn read_more(&mut self, deadline: Instant) -> Result<usize, bool> {
+        match self.fill(deadline).await {
+            Ok(n) => Ok(n),
+            Err(FillError::Timeout) => Err(true),
+            Err(FillError::Io) => Err(false),
+        }
+    }
+
     /// Bytes of a following request already received (pipelining).
     pub fn has_buffered(&self) -> bool {
         !self.rbuf.is_empty()

@@ -24,6 +24,7 @@ pub mod pool_usage;
 pub mod relay;
 pub mod responses;
 pub mod v1;
+pub mod ws;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ use crate::worker::{InFlight, Worker};
 pub enum ProxyRoute {
     /// `POST /backend-api/codex/responses`: the Codex turn, SSE spliced.
     CodexResponses,
+    /// `GET /backend-api/codex/responses` with `Upgrade: websocket`: turns as messages (`ws`).
+    ResponsesWebSocket,
     /// The model catalog (Codex and OpenAI list shapes).
     Models,
     /// `POST /v1/responses`.
@@ -62,7 +65,7 @@ impl ProxyRoute {
     /// The route's name in the request log and metrics.
     pub fn name(self) -> &'static str {
         match self {
-            ProxyRoute::CodexResponses => "responses",
+            ProxyRoute::CodexResponses | ProxyRoute::ResponsesWebSocket => "responses",
             ProxyRoute::Models => "models",
             ProxyRoute::V1Responses => "v1/responses",
             ProxyRoute::V1Chat => "v1/chat/completions",
@@ -97,6 +100,8 @@ pub fn route(method: &str, path: &str) -> Route {
         }
     };
     match path {
+        // GET: the WebSocket transport (an upgrade; anything else is refused by the handshake).
+        "/backend-api/codex/responses" if get => Route::Proxy(ProxyRoute::ResponsesWebSocket),
         "/backend-api/codex/responses" => post(ProxyRoute::CodexResponses),
         "/v1/responses" => post(ProxyRoute::V1Responses),
         "/v1/chat/completions" => post(ProxyRoute::V1Chat),
@@ -436,7 +441,8 @@ pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::
                 return;
             }
         };
-        let _in_flight = InFlight::new(&w);
+        // A dashboard's live feed is a connection that stays open, not a request in flight.
+        let _in_flight = (head.path() != "/api/live").then(|| InFlight::new(&w));
         if !handle_request(&w, &mut client, head).await || w.shared.shutdown.is_requested() {
             return;
         }
@@ -449,6 +455,9 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
     match route(head.method(), head.path()) {
         Route::Proxy(p) => {
             let mut rec = Record::new(w, &head, p.name(), client.peer);
+            if p == ProxyRoute::ResponsesWebSocket {
+                rec.transport = "websocket";
+            }
             let key = match auth::authenticate(w, &head, client.peer) {
                 Ok(key) => key,
                 // The body is not read: the connection cannot be reused.
@@ -460,6 +469,11 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
             rec.key_id = key.as_ref().map(|k| k.id.to_string());
             match p {
                 ProxyRoute::CodexResponses => responses::handle(w, client, head, key, rec).await,
+                ProxyRoute::ResponsesWebSocket => {
+                    // The socket ends with its session.
+                    ws::serve(w, client, head, rec).await;
+                    false
+                }
                 ProxyRoute::Models => {
                     models::handle(w, client, head, key, keep_alive && !has_body, rec).await
                 }
@@ -518,6 +532,10 @@ mod tests {
         assert_eq!(route("GET", "/v1/models"), Route::Proxy(ProxyRoute::Models));
         assert_eq!(
             route("GET", "/backend-api/codex/responses"),
+            Route::Proxy(ProxyRoute::ResponsesWebSocket)
+        );
+        assert_eq!(
+            route("PUT", "/backend-api/codex/responses"),
             Route::MethodNotAllowed
         );
         assert_eq!(

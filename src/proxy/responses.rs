@@ -30,6 +30,7 @@ use crate::keys::limits::Spent;
 use crate::keys::KeyView;
 use crate::ledger::Outcome;
 use crate::metrics::inc;
+use crate::proxy::ws::upstream::{self as upstream_ws, Attempt};
 use crate::upstream::exchange::{self, Exchange};
 use crate::worker::Worker;
 
@@ -194,7 +195,7 @@ fn prepare_compact_body(body: Bytes) -> Result<Prepared, ApiError> {
 
 /// Inbound headers never forwarded: our own auth replaces the client's, framing is ours, and
 /// proxy/CDN hop headers describe the client's path, not ours (PROTOCOL.md §1.4).
-fn forward_request_header(name: &str) -> bool {
+pub(crate) fn forward_request_header(name: &str) -> bool {
     const DROP: &[&str] = &[
         "authorization",
         "chatgpt-account-id",
@@ -227,7 +228,9 @@ fn forward_request_header(name: &str) -> bool {
     !(DROP.iter().any(|d| name_eq(name, d))
         || lower_prefix("x-forwarded-")
         || lower_prefix("cf-")
-        || lower_prefix("x-codex-lb-"))
+        || lower_prefix("x-codex-lb-")
+        // A WebSocket handshake is per hop: the upstream leg makes its own.
+        || lower_prefix("sec-websocket-"))
 }
 
 /// The account-independent part of the upstream request head.
@@ -509,6 +512,42 @@ pub enum Delivery {
     Chat(crate::proxy::deliver::ChatDelivery),
     /// Remote compaction: the upstream's unary JSON reply (`/responses/compact`).
     Compact,
+    /// Each event as a WebSocket message on the client's socket (`proxy::ws`).
+    WebSocket(Rc<crate::proxy::ws::WsOut>),
+}
+
+/// A refused turn: an HTTP error reply, or an error frame on a WebSocket.
+async fn answer_error(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    delivery: &Delivery,
+    err: ApiError,
+    keep_alive: bool,
+    rec: Record,
+) -> bool {
+    match delivery {
+        Delivery::WebSocket(out) => crate::proxy::ws::refuse_turn(w, client, out, err, rec).await,
+        _ => respond_error(w, client, err, keep_alive, rec).await,
+    }
+}
+
+/// An upstream error reply relayed: as it came, or as an error frame on a WebSocket.
+async fn answer_upstream_error(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    delivery: &Delivery,
+    reply: LastReply,
+    hide_quota: bool,
+    keep_alive: bool,
+    rec: Record,
+) -> bool {
+    match delivery {
+        Delivery::WebSocket(out) => {
+            crate::proxy::ws::relay_error(w, client, out, &reply.head, &reply.body, hide_quota, rec)
+                .await
+        }
+        _ => relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await,
+    }
 }
 
 /// Reads a turn's request body; on failure answers (or not, when the client is gone) and returns
@@ -573,7 +612,7 @@ pub async fn turn_with(
 }
 
 /// One turn from a body in the upstream's shape: key rules, account choice, failover, delivery.
-async fn serve_turn(
+pub(crate) async fn serve_turn(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: RequestHead,
@@ -590,7 +629,7 @@ async fn serve_turn(
         prepare_body(body)
     } {
         Ok(x) => x,
-        Err(err) => return respond_error(w, client, err, keep_alive, rec).await,
+        Err(err) => return answer_error(w, client, &delivery, err, keep_alive, rec).await,
     };
     // Key rules before any account is asked (limits are checked, not reserved: see admission).
     let _key_stream = match &key {
@@ -603,7 +642,8 @@ async fn serve_turn(
                 now,
             ) {
                 rec.model = prepared.model;
-                return respond_error(w, client, key_refusal(r, now), keep_alive, rec).await;
+                return answer_error(w, client, &delivery, key_refusal(r, now), keep_alive, rec)
+                    .await;
             }
             match k.live.try_stream(k.policy.max_streams) {
                 Some(slot) => Some(slot),
@@ -619,7 +659,7 @@ async fn serve_turn(
                         ),
                     )
                     .with_retry_after(1);
-                    return respond_error(w, client, err, keep_alive, rec).await;
+                    return answer_error(w, client, &delivery, err, keep_alive, rec).await;
                 }
             }
         }
@@ -660,9 +700,14 @@ async fn serve_turn(
                     last_transport.as_deref(),
                 );
                 return match (err, last_reply) {
-                    (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
+                    (Some(err), _) => {
+                        answer_error(w, client, &delivery, err, keep_alive, rec).await
+                    }
                     (None, Some(reply)) => {
-                        relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await
+                        answer_upstream_error(
+                            w, client, &delivery, reply, hide_quota, keep_alive, rec,
+                        )
+                        .await
                     }
                     (None, None) => {
                         let err = ApiError::new(
@@ -671,7 +716,7 @@ async fn serve_turn(
                             "upstream_unavailable",
                             "upstream unavailable",
                         );
-                        respond_error(w, client, err, keep_alive, rec).await
+                        answer_error(w, client, &delivery, err, keep_alive, rec).await
                     }
                 };
             }
@@ -684,8 +729,49 @@ async fn serve_turn(
             inc(&w.metrics.failovers);
         }
         let req_head = account_head(&prefix, &account);
-        let ex = match exchange::send(w, &req_head, &body).await {
-            Ok(ex) => ex,
+        // A WebSocket client's turn goes over an upstream WebSocket while the upstream offers one.
+        let ws_attempt = match &delivery {
+            Delivery::WebSocket(out) if out.upstream_ws(w) => {
+                Some(upstream_ws::attempt(w, client, out, &head, &account, &body).await)
+            }
+            _ => None,
+        };
+        let got = match ws_attempt {
+            Some(Ok(Attempt::Started(sock, first))) => Ok(Got::Ws(sock, first)),
+            Some(Ok(Attempt::Refused { head, body })) => Ok(Got::Refused(head, body)),
+            Some(Err(e)) => Err(e),
+            other => {
+                if let (Some(Ok(Attempt::NotOffered)), Delivery::WebSocket(out)) =
+                    (&other, &delivery)
+                {
+                    out.use_http_upstream();
+                }
+                exchange::send(w, &req_head, &body).await.map(Got::Http)
+            }
+        };
+        let (up_head, err_body) = match got {
+            Ok(Got::Ws(sock, first)) => {
+                let Delivery::WebSocket(out) = &delivery else {
+                    return false;
+                };
+                return crate::proxy::ws::deliver_upstream(
+                    w,
+                    client,
+                    out,
+                    sock,
+                    first,
+                    &account.id,
+                    key.as_deref(),
+                    rec,
+                )
+                .await;
+            }
+            Ok(Got::Refused(h, b)) => {
+                if let Some(reading) = quota::from_headers(h.headers(), now_unix()) {
+                    observe::quota(w, &account.id, reading);
+                }
+                (h, b)
+            }
             Err(e) => {
                 inc(&w.metrics.upstream_errors);
                 tracing::warn!(account = %account.id, error = %e, "upstream request failed before a response");
@@ -705,61 +791,80 @@ async fn serve_turn(
                         e.code(),
                         format!("upstream unavailable: {e}"),
                     );
-                    return respond_error(w, client, err, keep_alive, rec).await;
+                    return answer_error(w, client, &delivery, err, keep_alive, rec).await;
                 }
                 continue;
             }
-        };
-        if let Some(reading) = quota::from_headers(ex.head.headers(), now_unix()) {
-            observe::quota(w, &account.id, reading);
-        }
-        if (200..300).contains(&ex.head.status) {
-            // No retry can follow: what only a retry would need does not live as long as the
-            // stream (a held stream's memory is mostly what it keeps).
-            let http11 = head.version_minor == 1;
-            drop((body, prefix, req_head, head));
-            client.release_buffer();
-            return match delivery {
-                Delivery::Sse => {
-                    relay_success(
-                        w,
-                        client,
-                        ex,
-                        http11,
-                        &account.id,
-                        key.as_deref(),
-                        keep_alive,
-                        rec,
-                    )
-                    .await
+            Ok(Got::Http(ex)) => {
+                if let Some(reading) = quota::from_headers(ex.head.headers(), now_unix()) {
+                    observe::quota(w, &account.id, reading);
                 }
-                other => {
-                    crate::proxy::deliver::deliver(
-                        w,
-                        client,
-                        ex,
-                        &account.id,
-                        key.as_deref(),
-                        keep_alive,
-                        rec,
-                        other,
-                    )
-                    .await
+                if (200..300).contains(&ex.head.status) {
+                    // No retry can follow: what only a retry would need does not live as long as the
+                    // stream (a held stream's memory is mostly what it keeps).
+                    let http11 = head.version_minor == 1;
+                    drop((body, prefix, req_head, head));
+                    client.release_buffer();
+                    return match delivery {
+                        Delivery::WebSocket(out) => {
+                            crate::proxy::ws::deliver(
+                                w,
+                                client,
+                                ex,
+                                &account.id,
+                                key.as_deref(),
+                                &out,
+                                rec,
+                            )
+                            .await
+                        }
+                        Delivery::Sse => {
+                            relay_success(
+                                w,
+                                client,
+                                ex,
+                                http11,
+                                &account.id,
+                                key.as_deref(),
+                                keep_alive,
+                                rec,
+                            )
+                            .await
+                        }
+                        other => {
+                            crate::proxy::deliver::deliver(
+                                w,
+                                client,
+                                ex,
+                                &account.id,
+                                key.as_deref(),
+                                keep_alive,
+                                rec,
+                                other,
+                            )
+                            .await
+                        }
+                    };
                 }
-            };
-        }
-        let Exchange {
-            mut conn,
-            head: up_head,
-        } = ex;
-        let status = up_head.status;
-        let (err_body, reusable) =
-            exchange::read_body(&mut conn, &up_head, MAX_ERROR_BODY, s.upstream_idle_timeout)
+                let Exchange {
+                    mut conn,
+                    head: up_head,
+                } = ex;
+                let (err_body, reusable) = exchange::read_body(
+                    &mut conn,
+                    &up_head,
+                    MAX_ERROR_BODY,
+                    s.upstream_idle_timeout,
+                )
                 .await
                 .unwrap_or_default();
-        if reusable {
-            w.pool.borrow_mut().put(conn, Instant::now());
-        }
+                if reusable {
+                    w.pool.borrow_mut().put(conn, Instant::now());
+                }
+                (up_head, err_body)
+            }
+        };
+        let status = up_head.status;
         let info = parse_error_body(&err_body);
         let now = now_unix();
         let head_reset = up_head
@@ -781,7 +886,8 @@ async fn serve_turn(
                 head: up_head,
                 body: err_body,
             };
-            return relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await;
+            return answer_upstream_error(w, client, &delivery, reply, hide_quota, keep_alive, rec)
+                .await;
         };
         // A refused token is refreshed once and the same account tried again.
         if status == 401 && !refreshed.contains(&account.id) {
@@ -803,14 +909,24 @@ async fn serve_turn(
         if spent_budget(&failures) >= s.failover_attempts || route.pinned.is_some() {
             let err = exhausted_error(&Pick::NoneAvailable, &route, &failures, true, None);
             return match (err, last_reply) {
-                (Some(err), _) => respond_error(w, client, err, keep_alive, rec).await,
+                (Some(err), _) => answer_error(w, client, &delivery, err, keep_alive, rec).await,
                 (None, Some(reply)) => {
-                    relay_error_reply(w, client, reply, hide_quota, keep_alive, rec).await
+                    answer_upstream_error(w, client, &delivery, reply, hide_quota, keep_alive, rec)
+                        .await
                 }
                 (None, None) => false,
             };
         }
     }
+}
+
+/// What one upstream attempt brought back.
+enum Got {
+    Http(Exchange),
+    /// The turn started on an upstream WebSocket: the socket and its first message.
+    Ws(Box<upstream_ws::UpstreamSocket>, String),
+    /// Refused before any event on the upstream WebSocket, as an HTTP-shaped reply.
+    Refused(UpstreamHead, Bytes),
 }
 
 /// Chooses an account; when every account is at its stream cap, waits briefly for a free slot.

@@ -36,6 +36,9 @@ pub enum UpstreamError {
     Chunk(#[from] ChunkError),
     #[error("upstream body exceeds {0} bytes")]
     BodyTooLarge(usize),
+    /// The upstream WebSocket broke its protocol or closed before the turn's first event.
+    #[error("upstream websocket: {0}")]
+    WebSocket(String),
 }
 
 impl UpstreamError {
@@ -64,7 +67,9 @@ impl UpstreamError {
             UpstreamError::Tls(_) => "upstream_tls_error",
             UpstreamError::Io(_) | UpstreamError::Closed => "upstream_connection_error",
             UpstreamError::IdleTimeout => "upstream_timeout",
-            UpstreamError::Head(_) | UpstreamError::Chunk(_) => "upstream_protocol_error",
+            UpstreamError::Head(_) | UpstreamError::Chunk(_) | UpstreamError::WebSocket(_) => {
+                "upstream_protocol_error"
+            }
             UpstreamError::BodyTooLarge(_) => "upstream_body_too_large",
         }
     }

@@ -1,7 +1,8 @@
 //! `mock-upstream`: runs the mock ChatGPT Codex upstream as a process, for the load harness and
 //! for pointing a real Codex CLI or gateway at it by hand. Prints one line with its base URL,
 //! then serves until SIGINT or SIGTERM. `--tls` serves HTTPS with a fresh throwaway CA and a
-//! `localhost` certificate; `--write-ca` saves that CA for the client to trust.
+//! `localhost` certificate; `--write-ca` saves that CA for the client to trust. The WebSocket
+//! transport of `/responses` is on unless `--no-websockets`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -48,6 +49,15 @@ struct Args {
     /// With --tls: write the CA certificate (PEM) clients must trust to this file.
     #[arg(long, value_name = "PATH", requires = "tls")]
     write_ca: Option<PathBuf>,
+    /// Refuse WebSocket upgrades of /backend-api/codex/responses with 426, as an upstream
+    /// without the WebSocket transport would (clients then fall back to HTTP POST).
+    #[arg(long)]
+    no_websockets: bool,
+    /// WebSocket connection-age limit: the next response.create after it gets the
+    /// websocket_connection_limit_reached error, e.g. "60m", "30s".
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "60m")]
+    ws_max_age: std::time::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,6 +88,8 @@ fn main() -> anyhow::Result<()> {
         primary_capacity_tokens: args.primary_capacity_tokens,
         secondary_capacity_tokens: args.secondary_capacity_tokens,
         tls,
+        websockets: !args.no_websockets,
+        ws_max_age: args.ws_max_age,
         ..MockConfig::default()
     };
     let mock = MockUpstream::start(cfg)?;

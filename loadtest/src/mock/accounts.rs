@@ -1,9 +1,11 @@
-//! Per-account backend state: the two rate-limit windows, injected failures, the usage
-//! endpoint's error mode and the last request seen. Tokens live in `credentials`. Pure
+//! Per-account backend state: the two rate-limit windows, injected failures (HTTP statuses and
+//! WebSocket closes), the usage endpoint's error mode and the last request seen. Tokens live in `credentials`. Pure
 //! bookkeeping over the injectable clock; no I/O.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use super::request::RecordedRequest;
 use super::stats::lock;
@@ -119,11 +121,38 @@ impl std::str::FromStr for UsageMode {
     }
 }
 
+/// How the mock ends the next WebSocket turn of an account (PROTOCOL.md 6.4, 9 item 15), armed
+/// with `MockUpstream::close_next_ws` or `POST /__mock/accounts/{id}/ws-close`
+/// (`{"close":"error_mid_stream","after_events":3}`). `after_events` counts the turn's messages
+/// already sent, `codex.rate_limits` included; a turn with fewer messages closes after its last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "close", rename_all = "snake_case")]
+pub enum WsClose {
+    /// A close frame with code 1000 instead of `response.created`.
+    NormalBeforeCreated,
+    /// A close frame with code 1011 (internal error) after `after_events` messages.
+    ErrorMidStream {
+        #[serde(default = "mid_stream")]
+        after_events: u32,
+    },
+    /// The TCP connection reset (RST, no close frame) after `after_events` messages.
+    DropMidStream {
+        #[serde(default = "mid_stream")]
+        after_events: u32,
+    },
+}
+
+/// Default `after_events`: `response.created`, `codex.rate_limits`, `response.in_progress`.
+fn mid_stream() -> u32 {
+    3
+}
+
 struct Mutable {
     primary: Window,
     secondary: Window,
     /// (status, remaining) in arming order.
     failures: VecDeque<(u16, u32)>,
+    ws_closes: VecDeque<WsClose>,
     usage_mode: Option<UsageMode>,
     last_request: Option<RecordedRequest>,
 }
@@ -202,6 +231,16 @@ impl Account {
         Some(status)
     }
 
+    /// Queues a close for the account's next WebSocket turn (behind any still armed).
+    pub fn arm_ws_close(&self, close: WsClose) {
+        lock(&self.state).ws_closes.push_back(close);
+    }
+
+    /// Consumes the next armed WebSocket close, if any.
+    pub fn take_ws_close(&self) -> Option<WsClose> {
+        lock(&self.state).ws_closes.pop_front()
+    }
+
     pub fn set_usage_mode(&self, mode: Option<UsageMode>) {
         lock(&self.state).usage_mode = mode;
     }
@@ -228,6 +267,7 @@ fn fresh(now: u64) -> Mutable {
         primary: Window::new(PRIMARY_WINDOW_MINUTES, now),
         secondary: Window::new(SECONDARY_WINDOW_MINUTES, now),
         failures: VecDeque::new(),
+        ws_closes: VecDeque::new(),
         usage_mode: None,
         last_request: None,
     }
@@ -278,6 +318,24 @@ mod tests {
         assert_eq!(a.take_failure(), Some(500));
         assert_eq!(a.take_failure(), Some(429));
         assert_eq!(a.take_failure(), None);
+    }
+
+    #[test]
+    fn ws_closes_queue_and_parse() {
+        let a = account();
+        a.arm_ws_close(WsClose::NormalBeforeCreated);
+        a.arm_ws_close(WsClose::DropMidStream { after_events: 5 });
+        assert_eq!(a.take_ws_close(), Some(WsClose::NormalBeforeCreated));
+        assert_eq!(
+            a.take_ws_close(),
+            Some(WsClose::DropMidStream { after_events: 5 })
+        );
+        assert_eq!(a.take_ws_close(), None);
+        let parsed: WsClose = serde_json::from_str(r#"{"close":"error_mid_stream"}"#).unwrap();
+        assert_eq!(parsed, WsClose::ErrorMidStream { after_events: 3 });
+        a.arm_ws_close(parsed);
+        a.reset(1_000);
+        assert_eq!(a.take_ws_close(), None);
     }
 
     #[test]

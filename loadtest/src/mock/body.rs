@@ -24,7 +24,46 @@ use super::state::Shared;
 
 /// Pause between the last bytes before an injected reset and the reset itself, so the peer's
 /// reader has drained them: an RST may otherwise overtake data still in its receive path.
-const RESET_GRACE: Duration = Duration::from_millis(20);
+pub const RESET_GRACE: Duration = Duration::from_millis(20);
+
+/// The pauses of one stream (`ttfb_ms` before the first event, `delay_ms` plus up to
+/// `jitter_ms` before each delta), shared by the SSE body and the WebSocket turn.
+pub struct Pacer {
+    ttfb: Duration,
+    delay: Duration,
+    jitter_ms: u64,
+    rng: u64,
+}
+
+impl Pacer {
+    pub fn new(ttfb: Duration, delay: Duration, jitter_ms: u64, seed: u64) -> Pacer {
+        Pacer {
+            ttfb,
+            delay,
+            jitter_ms,
+            rng: seed | 1,
+        }
+    }
+
+    /// The pause owed before event `index` (a delta when `is_delta`).
+    pub fn pause_before(&mut self, index: usize, is_delta: bool) -> Duration {
+        if index == 0 {
+            return self.ttfb;
+        }
+        if !is_delta {
+            return Duration::ZERO;
+        }
+        let mut d = self.delay;
+        if self.jitter_ms > 0 {
+            // xorshift64: deterministic per request, no rand dependency
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            d += Duration::from_millis(self.rng % (self.jitter_ms + 1));
+        }
+        d
+    }
+}
 
 /// Per-connection switches a body can flip; read when the connection's socket is dropped.
 #[derive(Debug, Default)]
@@ -100,12 +139,9 @@ pub struct SseBody {
     meta: StreamMeta,
     plan: Plan,
     pos: usize,
-    ttfb: Duration,
+    pacer: Pacer,
     tail: Duration,
     tail_slept: bool,
-    delay: Duration,
-    jitter_ms: u64,
-    rng: u64,
     mode: WriteMode,
     carry: BytesMut,
     ready: VecDeque<Bytes>,
@@ -133,27 +169,26 @@ impl SseBody {
             (false, None) => WriteMode::PerEvent,
         };
         shared.stats.stream_opened();
+        // One coalesced write cannot be paced.
+        let pacer = if mode == WriteMode::Coalesce {
+            Pacer::new(Duration::from_millis(sc.ttfb_ms), Duration::ZERO, 0, seed)
+        } else {
+            Pacer::new(
+                Duration::from_millis(sc.ttfb_ms),
+                Duration::from_millis(sc.delay_ms),
+                sc.jitter_ms,
+                seed,
+            )
+        };
         SseBody {
             shared,
             conn,
             meta,
             plan,
             pos: 0,
-            ttfb: Duration::from_millis(sc.ttfb_ms),
+            pacer,
             tail: Duration::from_millis(sc.tail_delay_ms),
             tail_slept: false,
-            // One coalesced write cannot be paced.
-            delay: if mode == WriteMode::Coalesce {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(sc.delay_ms)
-            },
-            jitter_ms: if mode == WriteMode::Coalesce {
-                0
-            } else {
-                sc.jitter_ms
-            },
-            rng: seed | 1,
             mode,
             carry: BytesMut::new(),
             ready: VecDeque::new(),
@@ -164,24 +199,6 @@ impl SseBody {
             finished: false,
             record: sc.record.then(Vec::new),
         }
-    }
-
-    fn pause_before(&mut self, index: usize) -> Duration {
-        if index == 0 {
-            return self.ttfb;
-        }
-        if !self.plan.is_delta.get(index).copied().unwrap_or(false) {
-            return Duration::ZERO;
-        }
-        let mut d = self.delay;
-        if self.jitter_ms > 0 {
-            // xorshift64: deterministic per request, no rand dependency
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            d += Duration::from_millis(self.rng % (self.jitter_ms + 1));
-        }
-        d
     }
 
     fn assemble(&mut self, ev: Bytes) {
@@ -228,14 +245,15 @@ impl SseBody {
             if self.pos < self.plan.events.len() {
                 if !self.slept {
                     self.slept = true;
-                    let d = self.pause_before(self.pos);
+                    let is_delta = self.plan.is_delta.get(self.pos).copied().unwrap_or(false);
+                    let d = self.pacer.pause_before(self.pos, is_delta);
                     if !d.is_zero() {
                         self.sleep = Some(Box::pin(tokio::time::sleep(d)));
                         continue;
                     }
                 }
                 self.slept = false;
-                let ev = self.plan.events[self.pos].clone();
+                let ev = self.plan.events[self.pos].sse.clone();
                 self.pos += 1;
                 self.assemble(ev);
                 continue;

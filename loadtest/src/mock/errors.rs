@@ -5,6 +5,9 @@ use serde_json::{json, Value};
 use super::accounts::{Usage, UsageMode};
 use super::credentials::RefreshRefusal;
 
+/// What upstream says about a body that is not a JSON object.
+pub const UNPARSABLE_JSON: &str = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)";
+
 pub fn envelope(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
 }

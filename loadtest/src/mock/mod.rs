@@ -17,6 +17,12 @@
 //! of the signing-in account; the device flow hands out the same kind of code after a
 //! configurable number of pending polls. Codes live [`CODE_TTL_SECS`] and device logins
 //! `expires_in` seconds, both on the mock's clock (so [`MockUpstream::advance_clock`] ages them).
+//!
+//! `/backend-api/codex/responses` also speaks WebSocket (PROTOCOL.md 6): [`MockUpstream::ws_url`]
+//! is the address, [`MockConfig::websockets`] / [`MockUpstream::set_websockets`] switch it off
+//! (426), [`MockConfig::ws_max_age`] is the connection-age limit (real time, not the mock
+//! clock), [`MockUpstream::close_next_ws`] arms a close for an account's next turn, and the
+//! `ws_*` counters of [`MockStats`] count upgrades, refusals, turns and open sockets.
 
 mod accounts;
 mod body;
@@ -45,10 +51,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 
-pub use accounts::UsageMode;
+pub use accounts::{UsageMode, WsClose};
 pub use jwt::SeedAccount;
 pub use logins::{OAuthStats, CODE_TTL_SECS};
-pub use request::RecordedRequest;
+pub use request::{RecordedRequest, Transport};
 pub use scenario::{FailMode, Scenario};
 pub use stats::MockStats;
 pub use tls::{self_signed_localhost, MockTls};
@@ -59,6 +65,8 @@ use state::Shared;
 
 /// How long `Drop` lets open connections wind down before the runtime is torn down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Default WebSocket connection-age limit (PROTOCOL.md 6.4: 60 minutes).
+pub const DEFAULT_WS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Clone, Debug)]
 pub struct MockConfig {
@@ -84,6 +92,11 @@ pub struct MockConfig {
     pub worker_threads: usize,
     /// Serve HTTPS with this certificate instead of plain HTTP (see [`self_signed_localhost`]).
     pub tls: Option<MockTls>,
+    /// Accept WebSocket upgrades of `/backend-api/codex/responses`; off, they get `426`.
+    pub websockets: bool,
+    /// Age after which a socket's next `response.create` gets the
+    /// `websocket_connection_limit_reached` error and the socket is closed.
+    pub ws_max_age: Duration,
 }
 
 impl Default for MockConfig {
@@ -99,6 +112,8 @@ impl Default for MockConfig {
             scenario: Scenario::default(),
             worker_threads: 2,
             tls: None,
+            websockets: true,
+            ws_max_age: DEFAULT_WS_MAX_AGE,
         }
     }
 }
@@ -198,6 +213,18 @@ impl MockUpstream {
         self.shared.device_redirect_uri()
     }
 
+    /// The WebSocket address of `/responses`: `ws://127.0.0.1:PORT/backend-api/codex/responses`,
+    /// or `wss://localhost:PORT/…` with TLS.
+    pub fn ws_url(&self) -> String {
+        let base = self.base_url();
+        let rest = base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| base.strip_prefix("http://").map(|r| format!("ws://{r}")))
+            .unwrap_or(base);
+        format!("{rest}/codex/responses")
+    }
+
     /// Whether the mock serves HTTPS.
     pub fn is_tls(&self) -> bool {
         self.tls
@@ -272,6 +299,42 @@ impl MockUpstream {
         self.account(account_id).arm_failure(status, count);
     }
 
+    /// The account's next WebSocket turn (`response.create` / `response.append` that passes its
+    /// checks) ends this way; arming again queues behind what is armed.
+    pub fn close_next_ws(&self, account_id: &str, close: WsClose) {
+        self.account(account_id).arm_ws_close(close);
+    }
+
+    /// Switches the WebSocket transport on or off for new upgrades (off: `426`); open sockets
+    /// keep working. `reset` restores [`MockConfig::websockets`].
+    pub fn set_websockets(&self, on: bool) {
+        self.shared.set_websockets(on);
+    }
+
+    /// The connection-age limit, for open sockets too. `reset` restores
+    /// [`MockConfig::ws_max_age`].
+    pub fn set_ws_max_age(&self, age: Duration) {
+        self.shared.set_ws_max_age(age);
+    }
+
+    /// WebSocket upgrades of the account answered `101`.
+    pub fn ws_upgrades(&self, account_id: &str) -> u64 {
+        let id = self.account(account_id).id();
+        self.stats().ws_upgrades.get(id).copied().unwrap_or(0)
+    }
+
+    /// Authenticated upgrade attempts of the account answered `426`.
+    pub fn ws_refused(&self, account_id: &str) -> u64 {
+        let id = self.account(account_id).id();
+        self.stats().ws_refused.get(id).copied().unwrap_or(0)
+    }
+
+    /// `response.create` / `response.append` messages of the account, refused ones included.
+    pub fn ws_turns(&self, account_id: &str) -> u64 {
+        let id = self.account(account_id).id();
+        self.stats().ws_turns.get(id).copied().unwrap_or(0)
+    }
+
     pub fn set_used_percent(&self, account_id: &str, primary: f64, secondary: f64) {
         self.account(account_id)
             .set_used_percent(primary, secondary, self.shared.clock.now());
@@ -341,13 +404,15 @@ impl MockUpstream {
         self.shared.stats.cancelled_streams()
     }
 
-    /// The last `/responses` request of the account (body decoded).
+    /// The last `/responses` request of the account (body decoded): a POST, a WebSocket upgrade,
+    /// or a WebSocket turn message ([`RecordedRequest::transport`] tells which).
     pub fn last_request(&self, account_id: &str) -> Option<RecordedRequest> {
         self.account(account_id).last_request()
     }
 
     /// The exact de-chunked body bytes sent for the request with this `x-request-id`, when its
-    /// scenario had `record: true`.
+    /// scenario had `record: true`. A WebSocket turn is kept as `{x-request-id}#{n}` (the upgrade's
+    /// request id, `n` counting the socket's turns from 1), one message per line.
     pub fn recorded_response(&self, request_id: &str) -> Option<Vec<u8>> {
         self.shared.recorded(request_id)
     }

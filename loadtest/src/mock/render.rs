@@ -3,6 +3,10 @@
 //!
 //! The hot path never JSON-encodes a delta: a [`Template`] holds every middle event as shared
 //! [`Bytes`], and a request only formats three short events around them.
+//!
+//! Both transports of `/responses` send these events: each [`Event`] is the canonical SSE block
+//! and, as a slice of the same bytes, its JSON payload, which the WebSocket route sends as one
+//! text message (PROTOCOL.md 6.3). One generator, two framings: the two cannot drift apart.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -40,13 +44,22 @@ struct RenderKey {
     big_event_bytes: usize,
 }
 
+/// One rendered event.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// `event: …` + `data: …` + blank line, plus the keep-alive trailer when enabled.
+    pub sse: Bytes,
+    /// The `data:` payload alone (a slice of `sse`): the event's compact JSON object.
+    pub json: Bytes,
+}
+
 /// Pre-rendered middle of a stream.
 pub struct Template {
     nl: &'static str,
     keepalive: bool,
     model_json: String,
-    /// Events with sequence numbers 2.., each with its keep-alive trailer when enabled.
-    body: Vec<Bytes>,
+    /// Events with sequence numbers 2...
+    body: Vec<Event>,
     is_delta: Vec<bool>,
     /// JSON array for `response.completed.response.output`.
     output_json: String,
@@ -127,11 +140,29 @@ pub enum End {
 
 /// Everything one response body will send, in order.
 pub struct Plan {
-    pub events: Vec<Bytes>,
+    pub events: Vec<Event>,
     pub is_delta: Vec<bool>,
     pub end: End,
     /// Whether the events include `response.completed` (then usage is charged at the end).
     pub completes: bool,
+}
+
+/// A response that generates nothing (`generate: false`, the WebSocket pre-warm of PROTOCOL.md
+/// 6.2): `response.created`, then `response.completed` with an empty `output` and `usage`.
+pub fn plan_empty(tpl: &Template, ids: &RequestIds<'_>, usage: &TokenUsage) -> Plan {
+    let data = format!(
+        r#"{{"type":"response.completed","sequence_number":1,"response":{}}}"#,
+        tpl.response_json(ids, "completed", "[]", &usage.json(), "")
+    );
+    Plan {
+        events: vec![
+            tpl.head("response.created", 0, ids),
+            tpl.event("response.completed", &data, false),
+        ],
+        is_delta: vec![false, false],
+        end: End::Clean,
+        completes: true,
+    }
 }
 
 /// Per-request values inside the rendered events.
@@ -141,20 +172,10 @@ pub struct RequestIds<'a> {
 }
 
 pub fn plan(tpl: &Template, sc: &Scenario, ids: &RequestIds<'_>, usage: &TokenUsage) -> Plan {
-    let head = |kind: &str, seq: usize| {
-        tpl.event(
-            kind,
-            &format!(
-                r#"{{"type":"{kind}","sequence_number":{seq},"response":{}}}"#,
-                tpl.response_json(ids, "in_progress", "[]", "null", "")
-            ),
-            true,
-        )
-    };
     let mut events = Vec::with_capacity(tpl.body.len() + 3);
     let mut is_delta = Vec::with_capacity(tpl.body.len() + 3);
-    events.push(head("response.created", 0));
-    events.push(head("response.in_progress", 1));
+    events.push(tpl.head("response.created", 0, ids));
+    events.push(tpl.head("response.in_progress", 1, ids));
     is_delta.extend([false, false]);
     events.extend(tpl.body.iter().cloned());
     is_delta.extend(tpl.is_delta.iter().copied());
@@ -230,14 +251,31 @@ pub fn plan(tpl: &Template, sc: &Scenario, ids: &RequestIds<'_>, usage: &TokenUs
 
 impl Template {
     /// One canonical SSE block: `event:` line, one `data:` line, blank line (PROTOCOL.md 2.1).
-    fn event(&self, kind: &str, data: &str, keepalive: bool) -> Bytes {
+    fn event(&self, kind: &str, data: &str, keepalive: bool) -> Event {
         let nl = self.nl;
         let mut s = String::with_capacity(kind.len() + data.len() + 32);
-        let _ = write!(s, "event: {kind}{nl}data: {data}{nl}{nl}");
+        let _ = write!(s, "event: {kind}{nl}data: ");
+        let start = s.len();
+        s.push_str(data);
+        let end = s.len();
+        let _ = write!(s, "{nl}{nl}");
         if keepalive && self.keepalive {
             let _ = write!(s, ": keepalive{nl}{nl}");
         }
-        Bytes::from(s)
+        let sse = Bytes::from(s);
+        Event {
+            json: sse.slice(start..end),
+            sse,
+        }
+    }
+
+    /// `response.created` / `response.in_progress`: the in-progress response object.
+    fn head(&self, kind: &str, seq: usize, ids: &RequestIds<'_>) -> Event {
+        let data = format!(
+            r#"{{"type":"{kind}","sequence_number":{seq},"response":{}}}"#,
+            self.response_json(ids, "in_progress", "[]", "null", "")
+        );
+        self.event(kind, &data, true)
     }
 
     fn response_json(
@@ -450,11 +488,11 @@ fn build(key: &RenderKey) -> Template {
 mod tests {
     use super::*;
 
-    fn parse(events: &[Bytes]) -> Vec<(String, Value)> {
+    fn parse(events: &[Event]) -> Vec<(String, Value)> {
         events
             .iter()
-            .map(|b| {
-                let s = std::str::from_utf8(b).unwrap();
+            .map(|e| {
+                let s = std::str::from_utf8(&e.sse).unwrap();
                 let mut lines = s.lines();
                 let kind = lines
                     .next()
@@ -536,6 +574,42 @@ mod tests {
     }
 
     #[test]
+    fn json_payload_is_the_data_line() {
+        let sc = Scenario {
+            crlf: true,
+            keepalive_comments: true,
+            ..Scenario::default()
+        };
+        let tpl = TemplateCache::default().get(&sc, "gpt-5.5");
+        let p = plan(&tpl, &sc, &ids(), &TokenUsage::default());
+        let parsed = parse(&p.events);
+        for (e, (kind, data)) in p.events.iter().zip(&parsed) {
+            let v: Value = serde_json::from_slice(&e.json).unwrap();
+            assert_eq!(&v, data);
+            assert_eq!(v["type"], kind.as_str());
+            assert!(!e.json.ends_with(b"\n"));
+        }
+    }
+
+    #[test]
+    fn empty_plan_is_created_then_completed() {
+        let sc = Scenario::default();
+        let tpl = TemplateCache::default().get(&sc, "gpt-5.5");
+        let usage = TokenUsage {
+            input: 12,
+            ..TokenUsage::default()
+        };
+        let p = plan_empty(&tpl, &ids(), &usage);
+        assert!(p.completes);
+        let ev = parse(&p.events);
+        assert_eq!(ev[0].0, "response.created");
+        assert_eq!(ev[1].0, "response.completed");
+        assert_eq!(ev[1].1["sequence_number"], 1);
+        assert_eq!(ev[1].1["response"]["output"], serde_json::json!([]));
+        assert_eq!(ev[1].1["response"]["usage"]["total_tokens"], 12);
+    }
+
+    #[test]
     fn failures_truncate_and_replace_terminal() {
         let tpl = TemplateCache::default().get(&Scenario::default(), "gpt-5.5");
         let usage = TokenUsage::default();
@@ -569,14 +643,14 @@ mod tests {
         };
         let tpl = TemplateCache::default().get(&sc, "gpt-5.5");
         let p = plan(&tpl, &sc, &ids(), &TokenUsage::default());
-        let first = std::str::from_utf8(&p.events[0]).unwrap();
+        let first = std::str::from_utf8(&p.events[0].sse).unwrap();
         assert!(first.ends_with("\r\n\r\n: keepalive\r\n\r\n"), "{first:?}");
-        let last = std::str::from_utf8(p.events.last().unwrap()).unwrap();
+        let last = std::str::from_utf8(&p.events.last().unwrap().sse).unwrap();
         assert!(!last.contains("keepalive"));
         let all: String = p
             .events
             .iter()
-            .map(|b| std::str::from_utf8(b).unwrap())
+            .map(|e| std::str::from_utf8(&e.sse).unwrap())
             .collect();
         assert!(all.contains("response.function_call_arguments.delta"));
         assert!(all.contains(r#""name":"shell""#));

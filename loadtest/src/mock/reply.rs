@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Response, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 use super::accounts::Usage;
 use super::body::MockBody;
@@ -124,6 +124,34 @@ pub fn rate_limit_headers(h: &mut HeaderMap, plan: &str, u: &Usage) {
     put(h, "x-codex-credits-balance", "0");
     put(h, "x-codex-plan-type", plan);
     put(h, "x-codex-active-limit", "codex");
+}
+
+/// The `codex.rate_limits` event (PROTOCOL.md 3.2): the same snapshot as
+/// [`rate_limit_headers`], for WebSocket turns, which have no response head of their own.
+pub fn rate_limits_event(plan: &str, u: &Usage) -> Value {
+    let window = |w: &super::accounts::Window| json!({"used_percent": w.used_percent, "window_minutes": w.window_minutes, "reset_at": w.reset_at});
+    json!({
+        "type": "codex.rate_limits",
+        "plan_type": plan,
+        "metered_limit_name": "codex",
+        "rate_limits": {
+            "allowed": !u.exhausted(),
+            "limit_reached": u.exhausted(),
+            "primary": window(&u.primary),
+            "secondary": window(&u.secondary),
+        },
+        "credits": {"has_credits": false, "unlimited": false, "balance": "0"},
+    })
+}
+
+/// Headers as the JSON object an error frame carries (PROTOCOL.md 6.4): name -> value text.
+pub fn headers_object(h: &HeaderMap) -> Map<String, Value> {
+    h.iter()
+        .filter_map(|(k, v)| {
+            let v = v.to_str().ok()?;
+            Some((k.as_str().to_string(), Value::from(v)))
+        })
+        .collect()
 }
 
 /// `37.0`, `12.5`, `0.0125`: at most four decimals, at least one.

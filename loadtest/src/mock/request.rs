@@ -10,6 +10,20 @@ use serde::Serialize;
 /// decompression bomb from eating the test machine.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// How a request reached the mock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// An HTTP request; `body` is its (decoded) body.
+    #[default]
+    Http,
+    /// A WebSocket: the upgrade request itself (empty `body`), then each `response.create` /
+    /// `response.append` message, `body` being the message text as received and `method`/`path`/
+    /// `headers` those of the upgrade request.
+    #[serde(rename = "websocket")]
+    WebSocket,
+}
+
 /// A request as the mock received it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RecordedRequest {
@@ -21,6 +35,7 @@ pub struct RecordedRequest {
     /// Decoded when `Content-Encoding` was zstd, gzip or deflate.
     pub body: Vec<u8>,
     pub content_encoding: Option<String>,
+    pub transport: Transport,
 }
 
 impl RecordedRequest {

@@ -91,7 +91,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .keep_alive(true);
-    if let Err(e) = builder.serve_connection(io, svc).await {
+    // Upgrades: a WebSocket handshake on `/responses` takes the connection over after its 101.
+    if let Err(e) = builder.serve_connection(io, svc).with_upgrades().await {
         tracing::debug!(error = %e, "mock-upstream connection ended with an error");
     }
 }

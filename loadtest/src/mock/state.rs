@@ -3,8 +3,9 @@
 //! and no code path holds two of these locks at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use super::accounts::Account;
 use super::clock::Clock;
@@ -39,6 +40,12 @@ pub struct Shared {
     prompt_cache: Mutex<HashMap<String, u64>>,
     recordings: Mutex<HashMap<String, Vec<u8>>>,
     next_id: AtomicU64,
+    /// Whether `/responses` accepts WebSocket upgrades (else `426`).
+    websockets: AtomicBool,
+    /// Age after which a socket's next `response.create` gets the connection-limit error.
+    ws_max_age_ms: AtomicU64,
+    initial_websockets: bool,
+    initial_ws_max_age: Duration,
 }
 
 impl Shared {
@@ -80,7 +87,28 @@ impl Shared {
             prompt_cache: Mutex::new(HashMap::new()),
             recordings: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            websockets: AtomicBool::new(cfg.websockets),
+            ws_max_age_ms: AtomicU64::new(millis(cfg.ws_max_age)),
+            initial_websockets: cfg.websockets,
+            initial_ws_max_age: cfg.ws_max_age,
         }
+    }
+
+    pub fn websockets(&self) -> bool {
+        self.websockets.load(Ordering::Relaxed)
+    }
+
+    pub fn set_websockets(&self, on: bool) {
+        self.websockets.store(on, Ordering::Relaxed);
+    }
+
+    pub fn ws_max_age(&self) -> Duration {
+        Duration::from_millis(self.ws_max_age_ms.load(Ordering::Relaxed))
+    }
+
+    /// Applies to open sockets too: each checks its age against the value of the moment.
+    pub fn set_ws_max_age(&self, age: Duration) {
+        self.ws_max_age_ms.store(millis(age), Ordering::Relaxed);
     }
 
     /// Tokens, read side: what every backend request takes once to authenticate.
@@ -164,7 +192,7 @@ impl Shared {
     }
 
     /// Back to the state right after start: clock, seeded tokens, sign-ins, usage, failures,
-    /// expiries, recordings, counters, caches and the global scenario.
+    /// expiries, recordings, counters, caches, the global scenario and the WebSocket switches.
     pub fn reset(&self) {
         self.clock.reset();
         self.credentials_mut().reset();
@@ -178,5 +206,11 @@ impl Shared {
         lock(&self.recordings).clear();
         self.templates.clear();
         self.stats.reset();
+        self.set_websockets(self.initial_websockets);
+        self.set_ws_max_age(self.initial_ws_max_age);
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

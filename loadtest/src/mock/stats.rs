@@ -1,5 +1,5 @@
 //! Counters the tests and the load harness read back: requests, rejections, streams, bytes,
-//! token refreshes and usage polls.
+//! token refreshes, usage polls and the WebSocket transport (upgrades, refusals, turns, sockets).
 //!
 //! Hot counters are atomics; the keyed maps sit behind one mutex taken once per request. Control
 //! API calls (`/__mock/...`) are never counted, so reading stats does not move them.
@@ -34,6 +34,20 @@ pub struct MockStats {
     /// rejected ones included.
     #[serde(default)]
     pub usage_calls: BTreeMap<String, u64>,
+    /// WebSocket upgrades of `/backend-api/codex/responses` answered `101`, per account.
+    #[serde(default)]
+    pub ws_upgrades: BTreeMap<String, u64>,
+    /// Authenticated upgrade attempts answered `426` (no `OpenAI-Beta: responses_websockets=`,
+    /// not an upgrade, or WebSocket switched off), per account.
+    #[serde(default)]
+    pub ws_refused: BTreeMap<String, u64>,
+    /// `response.create` / `response.append` messages received, per account (refused ones
+    /// included, as every POST turn counts in `requests_by_route`).
+    #[serde(default)]
+    pub ws_turns: BTreeMap<String, u64>,
+    /// WebSocket connections open now.
+    #[serde(default)]
+    pub ws_active: u64,
 }
 
 #[derive(Default)]
@@ -43,10 +57,14 @@ struct Keyed {
     rejected: BTreeMap<u16, u64>,
     refresh_calls: BTreeMap<String, u64>,
     usage_calls: BTreeMap<String, u64>,
+    ws_upgrades: BTreeMap<String, u64>,
+    ws_refused: BTreeMap<String, u64>,
+    ws_turns: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
 pub struct Stats {
+    ws_active: AtomicU64,
     requests_total: AtomicU64,
     responses_completed: AtomicU64,
     streams_active: AtomicU64,
@@ -77,6 +95,29 @@ impl Stats {
     pub fn usage_call(&self, account_id: &str) {
         let mut k = lock(&self.keyed);
         *k.usage_calls.entry(account_id.to_string()).or_default() += 1;
+    }
+
+    pub fn ws_upgrade(&self, account_id: &str) {
+        let mut k = lock(&self.keyed);
+        *k.ws_upgrades.entry(account_id.to_string()).or_default() += 1;
+    }
+
+    pub fn ws_refused(&self, account_id: &str) {
+        let mut k = lock(&self.keyed);
+        *k.ws_refused.entry(account_id.to_string()).or_default() += 1;
+    }
+
+    pub fn ws_turn(&self, account_id: &str) {
+        let mut k = lock(&self.keyed);
+        *k.ws_turns.entry(account_id.to_string()).or_default() += 1;
+    }
+
+    pub fn ws_opened(&self) {
+        self.ws_active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ws_closed(&self) {
+        self.ws_active.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn rejected(&self, status: u16) {
@@ -124,11 +165,15 @@ impl Stats {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             refresh_calls: k.refresh_calls.clone(),
             usage_calls: k.usage_calls.clone(),
+            ws_upgrades: k.ws_upgrades.clone(),
+            ws_refused: k.ws_refused.clone(),
+            ws_turns: k.ws_turns.clone(),
+            ws_active: self.ws_active.load(Ordering::Relaxed),
         }
     }
 
-    /// Zeroes everything except `streams_active`, which still describes open streams; the
-    /// concurrency high-water mark restarts from it.
+    /// Zeroes everything except `streams_active` and `ws_active`, which still describe open
+    /// streams and sockets; the concurrency high-water mark restarts from `streams_active`.
     pub fn reset(&self) {
         self.requests_total.store(0, Ordering::Relaxed);
         self.responses_completed.store(0, Ordering::Relaxed);

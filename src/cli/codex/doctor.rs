@@ -497,7 +497,7 @@ fn model_check(ctx: &Ctx, model: Option<&str>, slugs: &[String]) -> Check {
 }
 
 /// With `supports_websockets = true`, Codex first tries a WebSocket upgrade on the responses
-/// path; the gateway does not serve one yet.
+/// path; a gateway that refuses it costs every session several retries before HTTP.
 fn websocket_check(ctx: &Ctx, provider: Option<&Provider>, up: bool, key: Option<&str>) -> Check {
     let Some(p) = provider else {
         return skip("websocket", "no provider block to check");
@@ -505,7 +505,10 @@ fn websocket_check(ctx: &Ctx, provider: Option<&Provider>, up: bool, key: Option
     if !p.supports_websockets {
         return pass("websocket", "not requested: Codex streams over HTTP");
     }
-    let fix = format!("remove supports_websockets from {}", block(p));
+    let fix = format!(
+        "update the gateway to one that serves WebSocket, or remove supports_websockets from {}",
+        block(p)
+    );
     if !up {
         return fail(
             "websocket",
@@ -525,8 +528,7 @@ fn websocket_check(ctx: &Ctx, provider: Option<&Provider>, up: bool, key: Option
             "websocket",
             format!(
                 "supports_websockets = true, but the gateway answered HTTP {} to a WebSocket \
-                 upgrade: it does not serve WebSocket yet, so Codex retries on every turn before \
-                 falling back to HTTP",
+                 upgrade, so Codex retries on every session before falling back to HTTP",
                 r.status
             ),
             fix,

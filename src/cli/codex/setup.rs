@@ -26,9 +26,8 @@ pub struct SetupArgs {
     /// The model Codex asks for (written as `model`; without it an existing one is kept).
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
-    /// Set supports_websockets = true in the provider block. The gateway does not serve
-    /// WebSocket yet: Codex would retry the upgrade on every turn before falling back to HTTP,
-    /// so leave this off for now. Without it the key is removed.
+    /// Set supports_websockets = true in the provider block: Codex then streams over one
+    /// WebSocket per session (first tokens sooner). Without it an existing setting is kept.
     #[arg(long)]
     pub websockets: bool,
     /// Write model_provider (and model) into [profiles.NAME] instead of the top level, so
@@ -209,11 +208,6 @@ fn apply(doc: &mut DocumentMut, plan: &Plan) -> Result<Vec<String>, String> {
         }
         if plan.websockets {
             set("supports_websockets", Value::from(true));
-        } else if block.remove("supports_websockets").is_some() {
-            changes.push(format!(
-                "{block_path} supports_websockets removed (the gateway does not serve WebSocket \
-                 yet)"
-            ));
         }
     }
     let (target, label): (&mut dyn TableLike, String) = match &plan.profile {
@@ -361,14 +355,13 @@ mod tests {
             out.contains("base_url = \"http://127.0.0.1:2455/backend-api/codex\"  # here\n"),
             "{out}"
         );
-        assert!(!out.contains("supports_websockets"), "{out}");
+        // WebSocket is served: a setting the owner chose stays.
+        assert!(out.contains("supports_websockets = true\n"), "{out}");
         assert!(
             out.ends_with("\n[model_providers.other]\nname = \"x\"\n"),
             "{out}"
         );
-        assert!(changes
-            .iter()
-            .any(|c| c.contains("supports_websockets removed")));
+        assert!(!changes.iter().any(|c| c.contains("supports_websockets")));
     }
 
     #[test]

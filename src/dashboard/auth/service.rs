@@ -210,6 +210,10 @@ impl AuthService {
         self.bootstrap.as_deref()
     }
 
+    pub fn password_set(&self) -> bool {
+        self.admin_hash.is_some()
+    }
+
     fn publish(&self) {
         self.auth.publish_flags(
             AuthFlags {
@@ -551,6 +555,53 @@ impl AuthService {
             .map(drop)
             .map_err(|e| AuthError::Store(e.to_string()))
     }
+}
+
+/// Whether the `admin` tree holds an admin password (for the CLI, which reads the store).
+pub fn password_is_set(tree: &sled::Tree) -> bool {
+    tree.get(ADMIN_HASH).ok().flatten().is_some()
+}
+
+/// Sets the admin or viewer password straight in the `admin` tree of a data dir no gateway holds
+/// (`codex-lb dashboard set-password`). Changing the admin password needs the current one and
+/// ends every session, as it does through the dashboard.
+pub fn set_password_in_store(
+    tree: &sled::Tree,
+    role: Role,
+    new: &str,
+    current: Option<&str>,
+) -> Result<(), AuthError> {
+    if new.chars().count() < MIN_PASSWORD_CHARS || new.len() > MAX_PASSWORD_BYTES {
+        return Err(AuthError::BadPassword);
+    }
+    let store = |e: sled::Error| AuthError::Store(e.to_string());
+    let admin = tree.get(ADMIN_HASH).map_err(store)?;
+    let key = match role {
+        Role::Admin => {
+            if let Some(hash) = &admin {
+                let hash = String::from_utf8_lossy(hash);
+                if !current.is_some_and(|c| verify(&hash, c)) {
+                    return Err(AuthError::InvalidCredentials);
+                }
+            }
+            ADMIN_HASH
+        }
+        Role::Viewer if admin.is_none() => return Err(AuthError::NoPassword),
+        Role::Viewer => VIEWER_HASH,
+    };
+    tree.insert(key, hash_password(new)?.as_bytes())
+        .map_err(store)?;
+    if role == Role::Admin {
+        let sessions: Vec<_> = tree
+            .scan_prefix(SESSION_PREFIX)
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for k in sessions {
+            tree.remove(k).map_err(store)?;
+        }
+    }
+    tree.flush().map(drop).map_err(store)
 }
 
 fn session_key(hash: &[u8; 32]) -> Vec<u8> {

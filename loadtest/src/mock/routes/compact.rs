@@ -17,7 +17,7 @@ use super::read_body;
 use crate::mock::body::MockBody;
 use crate::mock::errors;
 use crate::mock::reply::mix;
-use crate::mock::request::{header_list, RecordedRequest};
+use crate::mock::request::{header_list, RecordedRequest, Transport};
 use crate::mock::state::Shared;
 
 pub const COMPACT_PATH: &str = "/backend-api/codex/responses/compact";
@@ -48,6 +48,7 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Mo
         headers: header_list(&parts.headers),
         body: raw.to_vec(),
         content_encoding: None,
+        transport: Transport::Http,
     });
     if let Some(status) = acct.take_failure() {
         let usage = acct.usage(shared.clock.now());

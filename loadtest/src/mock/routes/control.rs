@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::read_body;
-use crate::mock::accounts::UsageMode;
+use crate::mock::accounts::{UsageMode, WsClose};
 use crate::mock::body::MockBody;
 use crate::mock::errors;
 use crate::mock::logins::DeviceFlow;
@@ -57,6 +57,14 @@ struct LatencyReq {
 struct UsageModeReq {
     /// `401`/`"401"`, `402`, `403`, `404`, `500`, `"deactivated"`, or `null` to answer again.
     mode: Value,
+}
+
+/// `POST /__mock/websockets`: either field may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebsocketsReq {
+    enabled: Option<bool>,
+    max_age_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +181,10 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
                     let l: LatencyReq = parse(body)?;
                     shared.credentials_mut().set_refresh_latency(a, l.ms);
                 }
+                "ws-close" => {
+                    let c: WsClose = parse(body)?;
+                    acct.arm_ws_close(c);
+                }
                 "usage-mode" => {
                     let m: UsageModeReq = parse(body)?;
                     acct.set_usage_mode(usage_mode(&m.mode)?);
@@ -180,6 +192,20 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
                 _ => return Err(not_found(method, seg)),
             }
             ok()
+        }
+        (&Method::POST, ["websockets"]) => {
+            let r: WebsocketsReq = parse(body)?;
+            if let Some(on) = r.enabled {
+                shared.set_websockets(on);
+            }
+            if let Some(ms) = r.max_age_ms {
+                shared.set_ws_max_age(std::time::Duration::from_millis(ms));
+            }
+            Ok(Reply::Json(json!({
+                "ok": true,
+                "enabled": shared.websockets(),
+                "max_age_ms": shared.ws_max_age().as_millis() as u64,
+            })))
         }
         (&Method::POST, ["login-account"]) => {
             let r: LoginAccountReq = parse(body)?;
@@ -240,6 +266,7 @@ fn route(shared: &Shared, method: &Method, seg: &[&str], body: &[u8]) -> Routed 
                 "body": String::from_utf8_lossy(&r.body),
                 "body_base64": STANDARD.encode(&r.body),
                 "content_encoding": r.content_encoding,
+                "transport": r.transport,
             })))
         }
         _ => Err(not_found(method, seg)),

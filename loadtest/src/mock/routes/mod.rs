@@ -3,8 +3,8 @@
 //!
 //! Backend routes live under `/backend-api` like upstream's; the OAuth endpoints (token,
 //! authorize, device login) sit at the origin, as the issuer's do; the mock-only control API
-//! lives under `/__mock/`. New upstream endpoints (compaction, WebSocket) get a module here and
-//! a line in [`handle`].
+//! lives under `/__mock/`. New upstream endpoints get a module here and a line in [`handle`].
+//! `responses` (SSE) and `websocket` share the turn's steps in `turn`.
 
 mod auth;
 mod compact;
@@ -13,7 +13,9 @@ mod login;
 mod models;
 mod oauth;
 mod responses;
+mod turn;
 mod usage;
+mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,6 +45,9 @@ pub async fn handle(
     }
     let route = match (req.method(), path.as_str()) {
         (&Method::POST, RESPONSES_PATH) => "POST /backend-api/codex/responses",
+        (&Method::GET, RESPONSES_PATH) if websocket::is_upgrade(req.headers()) => {
+            "GET /backend-api/codex/responses"
+        }
         (&Method::POST, compact::COMPACT_PATH) => "POST /backend-api/codex/responses/compact",
         (&Method::GET, MODELS_PATH) => "GET /backend-api/codex/models",
         (&Method::GET, usage::USAGE_PATH) => "GET /backend-api/wham/usage",
@@ -56,6 +61,7 @@ pub async fn handle(
     shared.stats.request(route);
     let resp = match route {
         "POST /backend-api/codex/responses" => responses::handle(&shared, conn, req).await,
+        "GET /backend-api/codex/responses" => websocket::handle(&shared, conn, req).await,
         "POST /backend-api/codex/responses/compact" => compact::handle(&shared, req).await,
         "GET /backend-api/codex/models" => models::handle(&shared, req),
         "GET /backend-api/wham/usage" => usage::handle(&shared, req),

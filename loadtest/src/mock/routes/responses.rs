@@ -1,38 +1,25 @@
 //! `POST /backend-api/codex/responses`: the streamed model turn (PROTOCOL.md 1.5, 2, 3).
 //!
 //! Steps, in order: authenticate -> read and decode the body -> record it -> armed failure ->
-//! validate -> resolve the scenario -> quota (429) -> hang / head delay -> stream.
+//! validate -> resolve the scenario -> quota (429) -> hang / head delay -> stream. The steps from
+//! the armed failure to the plan of events live in [`super::turn`], shared with the WebSocket
+//! transport; this module owns the HTTP framing around them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{HeaderMap, Request, Response, StatusCode};
-use serde_json::{Map, Value};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
 
 use super::auth::authenticated;
-use super::models::model_in_plan;
 use super::read_body;
+use super::turn::{admit, armed_failure, plan_turn, StreamField};
 use crate::mock::body::{ConnCtl, MockBody, SseBody, StreamMeta};
 use crate::mock::errors;
-use crate::mock::render::{plan, RequestIds, TokenUsage};
-use crate::mock::reply::{fnv1a, mix};
-use crate::mock::request::{decode_body, header_list, RecordedRequest};
-use crate::mock::scenario::{directive_patch, parse_patch, Scenario};
+use crate::mock::request::{decode_body, header_list, RecordedRequest, Transport};
 use crate::mock::state::Shared;
-
-/// Fields the ChatGPT backend refuses (PROTOCOL.md 1.5); codex-lb must strip them.
-const UNSUPPORTED_PARAMS: [&str; 8] = [
-    "temperature",
-    "top_p",
-    "max_output_tokens",
-    "metadata",
-    "truncation",
-    "user",
-    "safety_identifier",
-    "prompt_cache_retention",
-];
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -80,21 +67,11 @@ pub async fn handle(
         headers: header_list(&parts.headers),
         body,
         content_encoding: encoding,
+        transport: Transport::Http,
     });
 
-    if let Some(status) = acct.take_failure() {
-        let usage = acct.usage(shared.clock.now());
-        let mut shown = usage;
-        if status == 429 {
-            shown.primary.used_percent = shown.primary.used_percent.max(100.0);
-        }
-        ctx.usage = Some(shown);
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return ctx.json(
-            shared,
-            code,
-            &errors::injected(status, &acct.plan_type, &shown),
-        );
+    if let Some(refused) = armed_failure(shared, account, &mut ctx) {
+        return ctx.json(shared, refused.status, &refused.body);
     }
 
     if let Some(msg) = decode_error {
@@ -105,41 +82,24 @@ pub async fn handle(
         );
     }
     let Some(Value::Object(req_body)) = parsed else {
-        let msg = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)";
         return ctx.json(
             shared,
             StatusCode::BAD_REQUEST,
-            &errors::invalid_request(msg, None, None),
+            &errors::invalid_request(errors::UNPARSABLE_JSON, None, None),
         );
     };
-    let model = match validate(&req_body, &acct.plan_type) {
-        Ok(m) => m,
-        Err(body) => return ctx.json(shared, StatusCode::BAD_REQUEST, &body),
+    let admitted = match admit(
+        shared,
+        account,
+        &mut ctx,
+        &parts.headers,
+        &req_body,
+        StreamField::Required,
+    ) {
+        Ok(a) => a,
+        Err(refused) => return ctx.json(shared, refused.status, &refused.body),
     };
-    ctx.model = Some(model.clone());
-
-    let sc = match resolve_scenario(shared, &parts.headers, &req_body) {
-        Ok(s) => s,
-        Err(msg) => {
-            return ctx.json(
-                shared,
-                StatusCode::BAD_REQUEST,
-                &errors::invalid_request(&msg, None, Some("invalid_mock_scenario")),
-            )
-        }
-    };
-    ctx.reasoning_included = Some(sc.reasoning);
-
-    let now = shared.clock.now();
-    let usage = acct.usage(now);
-    if usage.exhausted() {
-        return ctx.json(
-            shared,
-            StatusCode::TOO_MANY_REQUESTS,
-            &errors::usage_limit_reached(&acct.plan_type, &usage),
-        );
-    }
-    ctx.usage = Some(usage);
+    let sc = &admitted.sc;
 
     if sc.hang {
         // Accepted and never answered: the client's timeout is what is under test.
@@ -149,38 +109,17 @@ pub async fn handle(
         tokio::time::sleep(Duration::from_millis(sc.head_delay_ms)).await;
     }
 
-    let tpl = shared.templates.get(&sc, &model);
-    let input = body_len / 4;
-    let cache_key = req_body.get("prompt_cache_key").and_then(Value::as_str);
-    let reasoning = if sc.reasoning { sc.reasoning_tokens } else { 0 };
-    let tokens = TokenUsage {
-        input,
-        cached: shared.cached_tokens(cache_key, input),
-        output: tpl.answer_bytes / 4 + reasoning,
-        reasoning,
-    };
-    let seed = mix(shared.next_id());
-    // A client-chosen request id gives a stable response id, so two runs of one request
-    // produce identical bytes (modulo created_at).
-    let response_id = match parts
+    let stable_key = parts
         .headers
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(rid) if !rid.is_empty() => format!("resp_{:016x}", fnv1a(rid)),
-        _ => format!("resp_{seed:016x}"),
-    };
-    let ids = RequestIds {
-        response_id: &response_id,
-        created_at: now,
-    };
-    let p = plan(&tpl, &sc, &ids, &tokens);
+        .and_then(|v| v.to_str().ok());
+    let turn = plan_turn(shared, &admitted, &req_body, body_len, stable_key, true);
     let meta = StreamMeta {
         account,
         request_id: ctx.request_id.clone(),
-        total_tokens: tokens.total(),
+        total_tokens: turn.total_tokens,
     };
-    let body = SseBody::new(shared.clone(), conn, meta, p, &sc, seed);
+    let body = SseBody::new(shared.clone(), conn, meta, turn.plan, sc, turn.seed);
     let mut r = Response::new(MockBody::Sse(Box::new(body)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -188,74 +127,6 @@ pub async fn handle(
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     ctx.apply(shared, r.headers_mut());
     r
-}
-
-/// Upstream's request checks for an account on `plan`; `Ok` carries the model slug.
-fn validate(body: &Map<String, Value>, plan: &str) -> Result<String, Value> {
-    for p in UNSUPPORTED_PARAMS {
-        if body.contains_key(p) {
-            return Err(errors::invalid_request(
-                &format!("Unsupported parameter: {p}"),
-                Some(p),
-                Some("unsupported_parameter"),
-            ));
-        }
-    }
-    if body.get("stream") != Some(&Value::Bool(true)) {
-        return Err(errors::invalid_request(
-            "Stream must be set to true",
-            Some("stream"),
-            None,
-        ));
-    }
-    if body.get("store") == Some(&Value::Bool(true)) {
-        return Err(errors::invalid_request(
-            "Store must be set to false",
-            Some("store"),
-            None,
-        ));
-    }
-    let Some(model) = body.get("model").and_then(Value::as_str) else {
-        return Err(errors::invalid_request(
-            "Missing required parameter: 'model'.",
-            Some("model"),
-            None,
-        ));
-    };
-    // An unknown model and one outside the account's plan get the same answer upstream.
-    if !model_in_plan(model, plan) {
-        let msg = format!(
-            "The '{model}' model is not supported when using Codex with a ChatGPT account."
-        );
-        return Err(errors::invalid_request(&msg, Some("model"), None));
-    }
-    Ok(model.to_string())
-}
-
-/// Global default < `x-mock-scenario` header < `[[mock {...}]]` directive.
-fn resolve_scenario(
-    shared: &Shared,
-    headers: &HeaderMap,
-    body: &Map<String, Value>,
-) -> Result<Scenario, String> {
-    let base = shared.scenario();
-    let header = match headers.get("x-mock-scenario") {
-        Some(v) => {
-            Some(parse_patch(v.to_str().map_err(|_| {
-                "invalid scenario: header is not UTF-8".to_string()
-            })?)?)
-        }
-        None => None,
-    };
-    let directive = directive_patch(body.get("input"))?;
-    let mut patch = header.unwrap_or_default();
-    if let Some(d) = directive {
-        patch.extend(d);
-    }
-    if patch.is_empty() {
-        return Ok((*base).clone());
-    }
-    base.overlay(&patch)
 }
 
 #[cfg(test)]
