@@ -276,6 +276,17 @@ fn an_old_socket_is_told_to_reconnect_and_shutdown_closes_with_1012() {
     );
     assert_eq!(close_code(&mut ws), 1000);
 
+    // A socket with nothing to say for the idle limit is closed normally.
+    let env = Env::start_with(1, |s| s.websocket_idle_timeout = Duration::from_secs(1));
+    let mut ws = connect(&env);
+    let started = std::time::Instant::now();
+    assert_eq!(close_code(&mut ws), 1000);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
     let mut env = Env::start(1);
     let mut ws = connect(&env);
     ws.send(create("before shutdown", json!({}))).unwrap();

@@ -235,13 +235,32 @@ pub async fn serve(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHead, m
             .await;
             return;
         }
-        if last_seen.elapsed() >= s.websocket_idle_timeout {
-            close(w, client, &out, CloseCode::NORMAL, "idle").await;
-            return;
-        }
-        match client.read_more(Instant::now() + POLL).await {
-            Ok(0) | Err(false) => return,
-            Ok(_) | Err(true) => {}
+        // One read until the idle deadline, watched for shutdown meanwhile. The read is never
+        // cut short while the session goes on: a cancelled read would lose what it received.
+        let got = {
+            let read = client.read_more(last_seen + s.websocket_idle_timeout);
+            let mut read = std::pin::pin!(read);
+            let mut ticker = monoio::time::interval(POLL);
+            loop {
+                monoio::select! {
+                    r = &mut read => break Some(r),
+                    _ = ticker.tick() => {
+                        if w.shared.shutdown.is_requested() {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        match got {
+            // Shutdown: the loop's next round sends the 1012.
+            None => {}
+            Some(Ok(0) | Err(false)) => return,
+            Some(Err(true)) => {
+                close(w, client, &out, CloseCode::NORMAL, "idle").await;
+                return;
+            }
+            Some(Ok(_)) => {}
         }
     }
 }
