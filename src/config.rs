@@ -168,6 +168,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Serve clients over TLS with this PEM certificate chain (leaf first); needs --tls-key.
+    /// Loopback clients may still use plain HTTP on the same port.
+    #[arg(long, env = "CODEX_LB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "CODEX_LB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// How long a dashboard login lasts.
     #[arg(long, env = "CODEX_LB_DASHBOARD_SESSION_TTL", default_value = DEFAULT_DASHBOARD_SESSION_TTL, value_parser = parse_duration)]
     pub dashboard_session_ttl: Duration,
@@ -339,6 +346,8 @@ pub struct Settings {
     pub max_connections_per_client: usize,
     pub allow_open_data_dir: bool,
     pub dashboard_session_ttl: Duration,
+    /// Certificate chain and key for client TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
@@ -411,6 +420,7 @@ impl Settings {
             allow_open_data_dir: a.target.allow_open_data_dir,
             max_connections_per_client: a.max_connections_per_client,
             dashboard_session_ttl: a.dashboard_session_ttl,
+            tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         })
     }
 

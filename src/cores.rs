@@ -77,6 +77,8 @@ pub enum StartError {
          or pass --insecure-allow-remote to use the one-time bootstrap token from this log instead"
     )]
     RemoteWithoutPassword(SocketAddr),
+    #[error("client TLS: {0}")]
+    ServerTls(#[from] crate::server_tls::ServerTlsError),
     #[error("cannot read or create the admin token file in the data dir: {0}")]
     AdminToken(std::io::Error),
     #[error("cannot read the dashboard's credentials: {0}")]
@@ -183,13 +185,17 @@ impl Gateway {
         let workers_n = settings.workers;
         let login = Arc::new(login_flows(&settings, tls.clone(), control_tx.clone()));
         let pricing = Arc::new(crate::pricing::Pricing::load(&settings.data_dir)?);
+        let server_tls = match &settings.tls {
+            Some((cert, key)) => Some(Arc::new(crate::server_tls::ServerTls::load(cert, key)?)),
+            None => None,
+        };
         let admin_token = crate::dashboard::auth::load_or_create_admin_token(&settings.data_dir)
             .map_err(StartError::AdminToken)?;
         let (auth_tx, auth_rx) = crossbeam_channel::bounded(AUTH_CHANNEL);
         let admin_auth = Arc::new(crate::dashboard::auth::AdminAuth::new(
             &admin_token,
             settings.dashboard_session_ttl,
-            false,
+            server_tls.is_some(),
             auth_tx,
         ));
         let auth_service = crate::dashboard::auth::service::AuthService::load(
@@ -225,6 +231,7 @@ impl Gateway {
             metrics: (0..workers_n).map(|_| Arc::default()).collect(),
             login,
             admin_auth,
+            server_tls,
             pricing,
             response_owners: Default::default(),
             model_plans: Default::default(),
@@ -233,6 +240,12 @@ impl Gateway {
             settings,
         });
 
+        if let Some(tls) = &shared.server_tls {
+            let watcher = Arc::downgrade(&shared);
+            // Stops with the gateway: once shutdown is asked for, or the gateway is gone.
+            tls.spawn_watcher(move || watcher.upgrade().is_none_or(|s| s.shutdown.is_requested()))
+                .map_err(StartError::Thread)?;
+        }
         let ledger = Ledger::open(store.clone(), shared.settings.ledger_flush_interval)?
             .with_retention(ledger::retention::Retention {
                 log: shared.settings.log_retention,

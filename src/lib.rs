@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openai;
 pub mod pricing;
 pub mod proxy;
+pub mod server_tls;
 pub mod shared;
 pub mod store;
 pub mod upstream;

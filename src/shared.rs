@@ -43,6 +43,8 @@ pub struct Shared {
     pub model_plans: ModelPlans,
     /// Prices per model (embedded table, overridden by `<data dir>/prices.json`).
     pub pricing: Arc<crate::pricing::Pricing>,
+    /// TLS for clients, when a certificate is configured (reloaded on change).
+    pub server_tls: Option<Arc<crate::server_tls::ServerTls>>,
     /// Dashboard sessions and who may use the admin API.
     pub admin_auth: Arc<crate::dashboard::auth::AdminAuth>,
     /// Pending and recent sign-ins started through the admin API.

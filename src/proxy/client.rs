@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::timeout_at;
 use thiserror::Error;
@@ -80,8 +80,16 @@ impl BodyError {
     }
 }
 
+/// The socket: plain TCP, or TLS terminated here (`server_tls`).
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ServerTlsStream<TcpStream>>),
+}
+
 pub struct ClientConn {
-    stream: TcpStream,
+    io: Io,
+    /// The TCP socket's fd (under TLS too): for peeking whether the client went away.
+    raw_fd: RawFd,
     pub peer: SocketAddr,
     rbuf: BytesMut,
 }
@@ -89,14 +97,33 @@ pub struct ClientConn {
 impl ClientConn {
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
         ClientConn {
-            stream,
+            raw_fd: stream.as_raw_fd(),
+            io: Io::Plain(stream),
             peer,
             rbuf: BytesMut::with_capacity(READ_RESERVE),
         }
     }
 
+    /// A connection whose TLS handshake is done; `raw_fd` is its TCP socket's.
+    pub fn new_tls(
+        stream: monoio_rustls::ServerTlsStream<TcpStream>,
+        raw_fd: RawFd,
+        peer: SocketAddr,
+    ) -> Self {
+        ClientConn {
+            raw_fd,
+            io: Io::Tls(Box::new(stream)),
+            peer,
+            rbuf: BytesMut::with_capacity(READ_RESERVE),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
+    }
+
     pub fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        self.raw_fd
     }
 
     /// Reads more bytes into `rbuf` before `deadline`. `Ok(0)` is EOF.
@@ -106,7 +133,13 @@ impl ClientConn {
         }
         let buf = std::mem::take(&mut self.rbuf);
         let (len, cap) = (buf.len(), buf.capacity());
-        match timeout_at(deadline.into(), self.stream.read(buf.slice_mut(len..cap))).await {
+        let read = async {
+            match &mut self.io {
+                Io::Plain(s) => s.read(buf.slice_mut(len..cap)).await,
+                Io::Tls(s) => s.read(buf.slice_mut(len..cap)).await,
+            }
+        };
+        match timeout_at(deadline.into(), read).await {
             Ok((res, slice)) => {
                 self.rbuf = slice.into_inner();
                 res.map_err(|_| FillError::Io)
@@ -224,9 +257,19 @@ impl ClientConn {
 
     /// Writes all of `data` within `limit`.
     pub async fn write(&mut self, data: Bytes, limit: Duration) -> Result<(), WriteError> {
-        match monoio::time::timeout(limit, self.stream.write_all(data)).await {
-            Ok((Ok(_), _)) => Ok(()),
-            Ok((Err(_), _)) => Err(WriteError::Closed),
+        let write = async {
+            match &mut self.io {
+                Io::Plain(s) => s.write_all(data).await.0.map(drop),
+                Io::Tls(s) => {
+                    s.write_all(data).await.0?;
+                    // rustls holds records until flushed.
+                    s.flush().await
+                }
+            }
+        };
+        match monoio::time::timeout(limit, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Closed),
             Err(_) => Err(WriteError::Timeout),
         }
     }

@@ -412,10 +412,66 @@ fn head_error(e: &HeadError) -> ApiError {
     }
 }
 
+/// The TLS handshake of a new connection, within the head timeout. Loopback clients may still
+/// speak plain HTTP: a TLS client's first byte is a handshake record (0x16), an HTTP request's a
+/// letter.
+async fn accept_tls(
+    w: &Worker,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: &crate::server_tls::ServerTls,
+) -> Option<ClientConn> {
+    use std::os::fd::AsRawFd;
+    let s = &w.shared.settings;
+    let fd = stream.as_raw_fd();
+    if peer.ip().is_loopback() {
+        match monoio::time::timeout(s.head_read_timeout, stream.readable(false)).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+        let mut first = [0u8; 1];
+        // SAFETY: a valid fd owned by `stream`, a 1-byte buffer on the stack; MSG_PEEK consumes
+        // nothing and MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                first.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 0 {
+            return None;
+        }
+        if n == 1 && first[0] != 0x16 {
+            return Some(ClientConn::new(stream, peer));
+        }
+    }
+    let acceptor = monoio_rustls::TlsAcceptor::from(tls.current());
+    match monoio::time::timeout(s.head_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(t)) => Some(ClientConn::new_tls(t, fd, peer)),
+        Ok(Err(e)) => {
+            inc(&w.metrics.client_errors);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            inc(&w.metrics.timeouts);
+            None
+        }
+    }
+}
+
 /// Serves one client connection until it closes, errs, idles out or the gateway drains.
 pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let mut client = ClientConn::new(stream, peer);
+    let mut client = match &w.shared.server_tls {
+        None => ClientConn::new(stream, peer),
+        Some(tls) => match accept_tls(&w, stream, peer, tls).await {
+            Some(c) => c,
+            None => return,
+        },
+    };
     let s = &w.shared.settings;
     loop {
         let head = match client
