@@ -17,7 +17,7 @@ cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${1:-${FUZZ_SECONDS:-5}}"
 BUILD_TIMEOUT="${FUZZ_BUILD_TIMEOUT:-2400}"
 CARGO_FUZZ_VERSION="${CARGO_FUZZ_VERSION:-0.13.2}"
-TARGETS=(request_head chunked sse_scan chat_translate)
+TARGETS=(request_head chunked sse_scan chat_translate ws_frame)
 export RUSTC_BOOTSTRAP=1
 
 scratch="$(mktemp -d)"

@@ -16,6 +16,10 @@ pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 const MIN_INFLATE_STEP: usize = 16 * 1024;
 
 /// Decompresses received messages.
+///
+/// miniz_oxide does not reject a back-reference to data before the start of the stream: a peer
+/// that promised no context takeover and broke it yields zeros in place of the missing bytes
+/// rather than [`WsError::BadDeflate`].
 pub struct Inflater {
     inner: Decompress,
     reset_each_message: bool,

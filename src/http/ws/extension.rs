@@ -50,9 +50,10 @@ impl DeflateConfig {
 
 /// What a server accepts and asks for when a client offers permessage-deflate.
 ///
-/// Context takeover costs memory per connection (a compressor and an inflater with their
-/// windows live as long as the socket); asking for no context takeover lets the caller drop
-/// them between messages at the price of compression ratio.
+/// Compression costs memory per connection for as long as the socket lives: with flate2's
+/// miniz_oxide backend a compressor holds about 312 KiB and an inflater about 42 KiB (measured
+/// with a counting allocator), so 10 000 compressed sockets need ~3.5 GB. No context takeover
+/// does not shrink that by itself (the state is reset, not freed); `enabled: false` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflatePolicy {
     /// Accept permessage-deflate at all.

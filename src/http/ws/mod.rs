@@ -17,6 +17,50 @@
 //! Every protocol violation is a [`WsError`], which names the close code to fail the connection
 //! with (RFC 6455 §7.1.7): send a close frame with [`WsError::close_code`], then drop the
 //! connection.
+//!
+//! A server's read loop, echoing text (each [`OutFrame`] goes out as two buffers, head then
+//! payload):
+//!
+//! ```
+//! use codex_lb::http::ws::{
+//!     CloseFrame, CloseReply, CloseState, Message, MessageReader, MessageWriter, Role, WsLimits,
+//! };
+//! let mut reader = MessageReader::new(Role::Server, None, WsLimits::default());
+//! let mut writer = MessageWriter::new(Role::Server, None);
+//! let mut close = CloseState::new();
+//! let mut to_send = Vec::new();
+//! // One socket read: a masked "Hello" (RFC 6455 §5.7), then a masked close with code 1000.
+//! let read = [
+//!     0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58, // text
+//!     0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8, // close
+//! ];
+//! let mut rest = &read[..];
+//! while !rest.is_empty() {
+//!     let r = match reader.feed(rest) {
+//!         Ok(r) => r,
+//!         Err(e) => {
+//!             to_send.push(writer.close(Some(&CloseFrame::new(e.close_code(), "")))?);
+//!             break;
+//!         }
+//!     };
+//!     rest = &rest[r.consumed..];
+//!     match r.message {
+//!         Some(Message::Text(t)) => to_send.push(writer.text(t)?),
+//!         Some(Message::Ping(p)) => to_send.push(writer.pong(&p)?),
+//!         Some(Message::Close(c)) => {
+//!             if let CloseReply::Send(reply) = close.on_received(c.as_ref()) {
+//!                 to_send.push(writer.close(reply.as_ref())?);
+//!                 close.on_sent();
+//!             }
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(to_send[0].to_vec(), b"\x81\x05Hello");
+//! assert_eq!(to_send[1].to_vec(), b"\x88\x02\x03\xe8");
+//! assert!(close.is_complete());
+//! # Ok::<(), codex_lb::http::ws::WsError>(())
+//! ```
 
 // Every byte here comes from a client or the upstream: no panicking paths (STYLE.md habit 15).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
