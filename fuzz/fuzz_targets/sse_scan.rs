@@ -18,14 +18,18 @@
 //!   and handed out by `keeping_all` as `Other` with no data), the same number dispatched, the
 //!   same `at_boundary`;
 //! - the relay's failure injection works after any prefix: a blank line when not `at_boundary`,
-//!   then a `response.failed` event, is scanned as exactly that event.
+//!   then a `response.failed` event, is scanned as exactly that event;
+//! - events over the cap handed out by `take_overflowed` (an oversized terminal still ends the
+//!   relay's stream): the same whole and in pieces, never `Other`, a tail within
+//!   `OVERFLOW_TAIL_BYTES`, no more of them than `oversized_events`.
 
 #![no_main]
 
 mod common;
 
 use codex_lb::http::sse::{
-    sniff_type, EventKind, ScannedEvent, SseScanner, DEFAULT_MAX_EVENT_BYTES,
+    sniff_type, EventKind, OverflowedEvent, ScannedEvent, SseScanner, DEFAULT_MAX_EVENT_BYTES,
+    OVERFLOW_TAIL_BYTES,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -33,6 +37,7 @@ const INJECTED_DATA: &[u8] = br#"{"type":"response.failed","response":{"error":{
 
 struct Run {
     events: Vec<ScannedEvent>,
+    overflowed: Vec<OverflowedEvent>,
     seen: u64,
     oversized: u64,
     boundary: bool,
@@ -40,8 +45,10 @@ struct Run {
 
 fn scan(mut s: SseScanner, pieces: &[&[u8]]) -> (Run, SseScanner) {
     let mut events = Vec::new();
+    let mut overflowed = Vec::new();
     for piece in pieces {
         s.feed(piece);
+        overflowed.extend(s.take_overflowed());
         let ready = s.has_ready();
         let got = s.take_ready();
         assert_eq!(
@@ -54,6 +61,7 @@ fn scan(mut s: SseScanner, pieces: &[&[u8]]) -> (Run, SseScanner) {
     }
     let run = Run {
         events,
+        overflowed,
         seen: s.events_seen(),
         oversized: s.oversized_events(),
         boundary: s.at_boundary(),
@@ -104,6 +112,26 @@ fuzz_target!(|data: &[u8]| {
             whole.events.len() as u64 <= whole.seen,
             "more events than dispatched"
         );
+        assert!(
+            whole.overflowed == split.overflowed,
+            "keep_all={keep_all}: split changed the overflowed events"
+        );
+        assert!(
+            whole.overflowed.len() as u64 <= whole.oversized,
+            "more overflowed events than oversized ones"
+        );
+        for ev in &whole.overflowed {
+            assert_ne!(
+                ev.kind,
+                EventKind::Other,
+                "an uninteresting event overflowed"
+            );
+            assert!(
+                ev.tail.len() <= OVERFLOW_TAIL_BYTES,
+                "overflow tail over its bound"
+            );
+        }
+
         for ev in &whole.events {
             assert!(ev.data.len() <= max, "event data over the cap");
             if !keep_all {

@@ -3,7 +3,9 @@
 //! Offsets are recorded first and the head is frozen once, so the path and header values are views
 //! into the received bytes, not copies. Every ambiguity a smuggling attack relies on (Content-Length
 //! together with Transfer-Encoding, duplicate or malformed Content-Length, codings other than a lone
-//! `chunked`) is rejected here; the caller answers 400 and closes the connection.
+//! `chunked`) is rejected here; the caller answers 400 and closes the connection. So is a second
+//! `Host` line (RFC 9112 §3.2: a server MUST answer 400), which a front proxy and the gateway could
+//! otherwise read differently.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -216,6 +218,7 @@ pub fn parse_request_head(
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
+    let mut host_seen = false;
     for h in req.headers.iter() {
         headers.push((offset(h.name.as_bytes()), offset(h.value)));
         let name = h.name;
@@ -229,6 +232,11 @@ pub fn parse_request_head(
                 return Err(HeadError::BadFraming("duplicate Transfer-Encoding"));
             }
             transfer_encoding = Some(h.value);
+        } else if name_eq(name, "host") {
+            if host_seen {
+                return Err(HeadError::Malformed("more than one Host header"));
+            }
+            host_seen = true;
         } else if name_eq(name, "connection") {
             connection_close |= has_token(h.value, "close");
             connection_keep_alive |= has_token(h.value, "keep-alive");
@@ -359,6 +367,23 @@ mod tests {
                 String::from_utf8_lossy(c)
             );
         }
+    }
+
+    #[test]
+    fn rejects_a_second_host_line() {
+        assert_eq!(
+            parse_all(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nhost: b\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("more than one Host header")
+        );
+        assert_eq!(
+            parse_all(b"GET / HTTP/1.1\r\nHost: a\r\nHOST: a\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("more than one Host header")
+        );
+        // One Host, or none (HTTP/1.0 and local tools), is fine.
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .is_some());
+        assert!(parse_all(b"GET / HTTP/1.1\r\n\r\n").unwrap().is_some());
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! feeds the same slices here. Uninteresting events (deltas, the bulk of a stream) are skipped with
 //! `memchr` without copying. Framing follows the SSE spec: lines end in LF, CRLF or CR; a blank line
 //! dispatches; `data:` lines join with LF; `:` starts a comment; one optional space after the colon.
+//!
+//! An interesting event whose data outgrows the cap is not handed out, but it is not forgotten
+//! either: its kind and the last [`OVERFLOW_TAIL_BYTES`] of its data come out of
+//! [`SseScanner::take_overflowed`], so a huge terminal event still ends the stream (and its usage,
+//! which the upstream writes near the end, can still be read).
 
 use memchr::{memchr2, memmem};
 
@@ -14,6 +19,8 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 const TYPE_SNIFF_BYTES: usize = 512;
 const MAX_FIELD_NAME: usize = 16;
 const MAX_EVENT_NAME: usize = 128;
+/// How much of the end of an oversized interesting event is kept.
+pub const OVERFLOW_TAIL_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -53,6 +60,14 @@ pub struct ScannedEvent {
     pub data: Vec<u8>,
 }
 
+/// A dispatched interesting event whose data exceeded the cap: its kind and the last bytes of
+/// its data (at most [`OVERFLOW_TAIL_BYTES`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverflowedEvent {
+    pub kind: EventKind,
+    pub tail: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Line {
     Start,
@@ -75,6 +90,8 @@ enum Capture {
     Undecided,
     Keep(EventKind),
     Skip,
+    /// An interesting event past the cap: only the end of its data is kept, in `tail`.
+    Overflow(EventKind),
 }
 
 #[derive(Debug)]
@@ -91,6 +108,9 @@ pub struct SseScanner {
     events: u64,
     oversized: u64,
     ready: Vec<ScannedEvent>,
+    /// The last bytes of the current event's data once it overflowed.
+    tail: Vec<u8>,
+    overflowed: Vec<OverflowedEvent>,
     /// Keep every event, not only those the relay reads (for translating a whole stream).
     all: bool,
 }
@@ -116,6 +136,8 @@ impl SseScanner {
             events: 0,
             oversized: 0,
             ready: Vec::new(),
+            tail: Vec::new(),
+            overflowed: Vec::new(),
             all: false,
         }
     }
@@ -151,6 +173,12 @@ impl SseScanner {
 
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// Takes the interesting events dispatched since the last call whose data was over the cap
+    /// (they are not among `take_ready`'s).
+    pub fn take_overflowed(&mut self) -> Vec<OverflowedEvent> {
+        std::mem::take(&mut self.overflowed)
     }
 
     pub fn feed(&mut self, mut input: &[u8]) {
@@ -249,7 +277,16 @@ impl SseScanner {
     }
 
     fn capturing(&self) -> bool {
-        !matches!(self.capture, Capture::Skip)
+        matches!(self.capture, Capture::Undecided | Capture::Keep(_))
+    }
+
+    /// Appends to the kept end of an overflowed event, trimming it back to its bound now and then.
+    fn keep_tail(&mut self, value: &[u8]) {
+        self.tail.extend_from_slice(value);
+        if self.tail.len() > 2 * OVERFLOW_TAIL_BYTES {
+            let cut = self.tail.len() - OVERFLOW_TAIL_BYTES;
+            self.tail.drain(..cut);
+        }
     }
 
     fn append_value(&mut self, f: Field, value: &[u8]) {
@@ -260,13 +297,39 @@ impl SseScanner {
                     .extend_from_slice(value.get(..room.min(value.len())).unwrap_or_default());
             }
             Field::Data => {
+                if let Capture::Overflow(_) = self.capture {
+                    self.keep_tail(value);
+                    return;
+                }
                 if !self.capturing() {
                     return;
                 }
                 if self.data.len() + value.len() > self.max_event_bytes {
-                    self.capture = Capture::Skip;
                     self.oversized += 1;
-                    self.data = Vec::new();
+                    let mut data = std::mem::take(&mut self.data);
+                    let kind = match self.capture {
+                        Capture::Keep(k) => Some(k),
+                        // Typed from exactly the first `max_event_bytes` of the data, so the
+                        // answer does not depend on how the reads split it.
+                        _ => {
+                            let had = data.len();
+                            let room = self.max_event_bytes.saturating_sub(had);
+                            data.extend_from_slice(value.get(..room).unwrap_or(value));
+                            let kind = sniff_type(&data).map(EventKind::from_type);
+                            data.truncate(had);
+                            kind
+                        }
+                    };
+                    match kind {
+                        Some(k) if k != EventKind::Other => {
+                            self.capture = Capture::Overflow(k);
+                            self.tail.clear();
+                            let from = data.len().saturating_sub(OVERFLOW_TAIL_BYTES);
+                            self.keep_tail(data.get(from..).unwrap_or_default());
+                            self.keep_tail(value);
+                        }
+                        _ => self.capture = Capture::Skip,
+                    }
                     return;
                 }
                 self.data.extend_from_slice(value);
@@ -283,7 +346,7 @@ impl SseScanner {
         match f {
             // Data already dropped (skipped as uninteresting, or over the cap) cannot be brought
             // back by a later `event:` line: the event stays skipped.
-            Field::Event if self.capture == Capture::Skip && self.data_lines > 0 => {}
+            Field::Event if !self.capturing() && self.data_lines > 0 => {}
             Field::Event => {
                 let kind = EventKind::from_type(&self.event_name);
                 self.capture = if kind == EventKind::Other && !self.all {
@@ -320,9 +383,15 @@ impl SseScanner {
     fn dispatch(&mut self) {
         if self.in_event {
             self.events += 1;
+            if let Capture::Overflow(kind) = self.capture {
+                let from = self.tail.len().saturating_sub(OVERFLOW_TAIL_BYTES);
+                let mut tail = std::mem::take(&mut self.tail);
+                tail.drain(..from);
+                self.overflowed.push(OverflowedEvent { kind, tail });
+            }
             let kind = match self.capture {
                 Capture::Keep(k) => Some(k),
-                Capture::Skip => None,
+                Capture::Skip | Capture::Overflow(_) => None,
                 Capture::Undecided => sniff_type(&self.data).map(EventKind::from_type),
             };
             let kind = match (kind, self.all) {
@@ -502,6 +571,59 @@ mod tests {
         assert!(s.at_boundary());
         assert!(s.take_ready().is_empty());
         assert_eq!(s.oversized_events(), 1);
+    }
+
+    #[test]
+    fn an_oversized_terminal_event_comes_out_with_its_kind_and_tail() {
+        let mut input = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":\"".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * OVERFLOW_TAIL_BYTES));
+        input.extend_from_slice(b"\",\"usage\":{\"input_tokens\":3}}}\n\n");
+        for step in [1, 7, 4096, input.len()] {
+            let mut s = SseScanner::new(1024);
+            let mut overflowed = Vec::new();
+            for part in input.chunks(step) {
+                s.feed(part);
+                assert!(s.take_ready().is_empty(), "step {step}: handed out whole");
+                overflowed.extend(s.take_overflowed());
+            }
+            assert_eq!(overflowed.len(), 1, "step {step}");
+            assert_eq!(overflowed[0].kind, EventKind::Completed);
+            assert_eq!(overflowed[0].tail.len(), OVERFLOW_TAIL_BYTES);
+            assert!(overflowed[0]
+                .tail
+                .ends_with(b"\",\"usage\":{\"input_tokens\":3}}}"));
+            assert_eq!(s.oversized_events(), 1);
+            assert!(s.at_boundary());
+        }
+        // A data-only event is typed from its first bytes, however they arrive.
+        let mut input = b"data: {\"type\":\"response.failed\",\"pad\":\"".to_vec();
+        input.extend(std::iter::repeat_n(b'y', 700));
+        input.extend_from_slice(b"\"}\n\n");
+        for step in 1..=input.len() {
+            let mut s = SseScanner::new(600);
+            let mut overflowed = Vec::new();
+            for part in input.chunks(step) {
+                s.feed(part);
+                overflowed.extend(s.take_overflowed());
+            }
+            let kinds: Vec<EventKind> = overflowed.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, vec![EventKind::Failed], "step {step}");
+            assert_eq!(overflowed[0].tail.len(), input.len() - 6 - 2);
+        }
+        // Uninteresting events are skipped as before; `keeping_all` still hands out `Other`.
+        let mut s = SseScanner::new(8);
+        s.feed(b"event: response.output_text.delta\ndata: 0123456789\n\n");
+        assert!(s.take_overflowed().is_empty());
+        let mut s = SseScanner::keeping_all(8);
+        s.feed(b"event: response.completed\ndata: 0123456789\n\n");
+        assert_eq!(
+            s.take_ready(),
+            vec![ScannedEvent {
+                kind: EventKind::Other,
+                data: Vec::new()
+            }]
+        );
+        assert_eq!(s.take_overflowed()[0].kind, EventKind::Completed);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::accounts::now_unix;
 use crate::accounts::quota::{self, QuotaReading};
-use crate::http::sse::{EventKind, ScannedEvent};
+use crate::http::sse::{EventKind, OverflowedEvent, ScannedEvent};
 use crate::ledger::Outcome;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -87,6 +87,9 @@ pub struct StreamFacts {
     pub rate_limits: Option<QuotaReading>,
     /// The id of a completed response: a later turn may continue it.
     pub response_id: Option<String>,
+    /// A terminal event arrived whose data is not JSON: it ends nothing, and the stream is
+    /// answered as an upstream protocol error.
+    pub torn_terminal: bool,
 }
 
 impl StreamFacts {
@@ -94,12 +97,14 @@ impl StreamFacts {
         let parsed: Option<EventData> = serde_json::from_slice(&ev.data).ok();
         match ev.kind {
             EventKind::Completed | EventKind::Failed | EventKind::Incomplete => {
-                self.terminal = Some(match ev.kind {
-                    EventKind::Completed => Outcome::Completed,
-                    EventKind::Failed => Outcome::Failed,
-                    _ => Outcome::Incomplete,
-                });
-                if let Some(r) = parsed.and_then(|p| p.response) {
+                // A terminal event cut inside its JSON is not the end of the response: the
+                // client could not read it either.
+                let Some(parsed) = parsed else {
+                    self.torn_terminal = true;
+                    return;
+                };
+                self.terminal = Some(terminal_outcome(ev.kind));
+                if let Some(r) = parsed.response {
                     if ev.kind == EventKind::Completed {
                         self.response_id = r.id;
                     }
@@ -124,6 +129,38 @@ impl StreamFacts {
             EventKind::Other => {}
         }
     }
+
+    /// An interesting event over the scanner's cap: a terminal one still ends the stream (its
+    /// name says how), with the usage read from the end of its data when it is there (the
+    /// upstream writes `usage` after the long `output`).
+    pub fn absorb_overflowed(&mut self, ev: &OverflowedEvent) {
+        if !ev.kind.is_terminal() {
+            return;
+        }
+        self.terminal = Some(terminal_outcome(ev.kind));
+        if let Some(u) = usage_in_tail(&ev.tail) {
+            self.usage = Some(u);
+        }
+    }
+}
+
+fn terminal_outcome(kind: EventKind) -> Outcome {
+    match kind {
+        EventKind::Completed => Outcome::Completed,
+        EventKind::Failed => Outcome::Failed,
+        _ => Outcome::Incomplete,
+    }
+}
+
+/// The object after the last `"usage":` key in the end of a JSON text. Inside JSON strings a
+/// quote is escaped, so an unescaped `"usage":` is a key.
+fn usage_in_tail(tail: &[u8]) -> Option<Usage> {
+    let at = memchr::memmem::rfind(tail, b"\"usage\":")?;
+    let rest = tail.get(at + b"\"usage\":".len()..)?;
+    serde_json::Deserializer::from_slice(rest)
+        .into_iter::<Usage>()
+        .next()?
+        .ok()
 }
 
 /// The parts of an upstream error body that decide failover (PROTOCOL.md §3.3, §3.5).
@@ -246,6 +283,46 @@ mod tests {
         });
         assert_eq!(f.terminal, Some(Outcome::Failed));
         assert_eq!(f.error_code.as_deref(), Some("context_length_exceeded"));
+    }
+
+    #[test]
+    fn a_torn_terminal_ends_nothing() {
+        let mut f = StreamFacts::default();
+        f.absorb(&ScannedEvent {
+            kind: EventKind::Completed,
+            data: br#"{"type":"response.completed","response":{"usage":{"input_tok"#.to_vec(),
+        });
+        assert_eq!(f.terminal, None);
+        assert!(f.torn_terminal);
+        // A whole one after it still counts.
+        f.absorb(&ScannedEvent {
+            kind: EventKind::Completed,
+            data: br#"{"type":"response.completed"}"#.to_vec(),
+        });
+        assert_eq!(f.terminal, Some(Outcome::Completed));
+    }
+
+    #[test]
+    fn an_overflowed_terminal_ends_the_stream_with_the_usage_of_its_tail() {
+        let mut f = StreamFacts::default();
+        f.absorb_overflowed(&OverflowedEvent {
+            kind: EventKind::Completed,
+            tail: br#"xxx \"usage\": not this","usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15},"user":null}}"#.to_vec(),
+        });
+        assert_eq!(f.terminal, Some(Outcome::Completed));
+        assert_eq!(f.usage.map(|u| u.total_tokens), Some(15));
+        let mut f = StreamFacts::default();
+        f.absorb_overflowed(&OverflowedEvent {
+            kind: EventKind::Failed,
+            tail: b"no usage here".to_vec(),
+        });
+        assert_eq!((f.terminal, f.usage), (Some(Outcome::Failed), None));
+        let mut f = StreamFacts::default();
+        f.absorb_overflowed(&OverflowedEvent {
+            kind: EventKind::RateLimits,
+            tail: Vec::new(),
+        });
+        assert_eq!(f, StreamFacts::default());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! past the idle timeout, and the shutdown grace deadline. An upstream failure after bytes were
 //! sent ends the stream with a well-formed `response.failed` event instead of a torn body.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -301,6 +302,10 @@ pub async fn relay(
         for ev in scanner.take_ready() {
             result.facts.absorb(&ev);
         }
+        for ev in scanner.take_overflowed() {
+            tracing::warn!(kind = ?ev.kind, "upstream event over the capture cap; only its end was read");
+            result.facts.absorb_overflowed(&ev);
+        }
         let mut gone = false;
         for b in out.into_iter().flatten() {
             result.response_bytes += b.len() as u64;
@@ -332,6 +337,10 @@ pub async fn relay(
     let terminal_seen = result.facts.terminal.is_some();
     let shutting_down = matches!(end, End::ShuttingDown);
     let failure = match end {
+        End::Complete if is_sse && !terminal_seen && result.facts.torn_terminal => Some((
+            "upstream_protocol_error",
+            "upstream sent a terminal event that is not valid JSON".to_string(),
+        )),
         End::Complete if is_sse && !terminal_seen => Some((
             "upstream_stream_truncated",
             "upstream ended the stream without a terminal event".to_string(),
@@ -363,13 +372,22 @@ pub async fn relay(
             return result;
         }
     };
+    // An upstream that said why in an `error` event (with a code) before it stopped: its code is
+    // the one passed on (the Codex CLI decides on a retry by it), not a generic one of ours.
+    let failure = failure.map(|(code, msg)| match result.facts.error_code.clone() {
+        Some(upstream) if upstream != "error" && !terminal_seen && !shutting_down => (
+            Cow::Owned(upstream),
+            format!("{msg} (after an upstream error event)"),
+        ),
+        _ => (Cow::Borrowed(code), msg),
+    });
     if let Some((code, msg)) = &failure {
-        tracing::warn!(code, msg, "upstream stream failed after bytes were sent");
-        result.error_code = Some((*code).to_string());
+        tracing::warn!(%code, msg, "upstream stream failed after bytes were sent");
+        result.error_code = Some(code.to_string());
         result.outcome = result
             .facts
             .terminal
-            .unwrap_or(if *code == "server_shutting_down" {
+            .unwrap_or(if code == "server_shutting_down" {
                 Outcome::Failed
             } else {
                 Outcome::UpstreamError

@@ -127,6 +127,17 @@ struct Prepared {
 /// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
 /// the upstream would reject them (unsupported fields, `store:true`, `stream` not true).
 fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
+    // serde skips the fields it does not read without checking them, and the body is forwarded
+    // as it came: invalid UTF-8 anywhere in it must be refused here, not by the upstream.
+    if let Err(e) = std::str::from_utf8(&body) {
+        return Err(ApiError::invalid_request(
+            "invalid_json",
+            format!(
+                "request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
+        ));
+    }
     let fields: Fields = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid_request(
             "invalid_json",
