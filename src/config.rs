@@ -178,6 +178,14 @@ pub struct ServeArgs {
     /// How long a dashboard login lasts.
     #[arg(long, env = "CODEX_LB_DASHBOARD_SESSION_TTL", default_value = DEFAULT_DASHBOARD_SESSION_TTL, value_parser = parse_duration)]
     pub dashboard_session_ttl: Duration,
+    /// Client networks allowed to use the dashboard and admin API (CIDR, repeatable or
+    /// comma-separated), on top of --allow-cidr; loopback always is. Empty: whoever may connect.
+    #[arg(
+        long = "dashboard-allow-cidr",
+        env = "CODEX_LB_DASHBOARD_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
+    pub dashboard_allow_cidrs: Vec<ipnet::IpNet>,
     /// Connections one client address may hold open on one worker; past it, 503 and close.
     #[arg(long, env = "CODEX_LB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
@@ -343,6 +351,7 @@ pub struct Settings {
     /// Non-loopback callers may use the proxy without a key while key auth is off.
     pub insecure_allow_remote: bool,
     pub allow_cidrs: Vec<ipnet::IpNet>,
+    pub dashboard_allow_cidrs: Vec<ipnet::IpNet>,
     pub max_connections_per_client: usize,
     pub allow_open_data_dir: bool,
     pub dashboard_session_ttl: Duration,
@@ -417,6 +426,7 @@ impl Settings {
             api_key_auth: a.api_key_auth,
             insecure_allow_remote: a.insecure_allow_remote,
             allow_cidrs: a.allow_cidrs.clone(),
+            dashboard_allow_cidrs: a.dashboard_allow_cidrs.clone(),
             allow_open_data_dir: a.target.allow_open_data_dir,
             max_connections_per_client: a.max_connections_per_client,
             dashboard_session_ttl: a.dashboard_session_ttl,

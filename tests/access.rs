@@ -113,3 +113,47 @@ fn a_data_dir_others_can_read_is_refused_unless_allowed() {
     let out = cli(&["accounts", "--data-dir", d, "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("secret.key"));
 }
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn the_dashboard_has_its_own_allow_list_and_the_proxy_is_not_affected() {
+    let Some(ip) = local_ip() else {
+        panic!("this test needs a non-loopback address on the machine");
+    };
+    let env = Env::start(1);
+    let mut settings = env.settings.clone();
+    settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    settings.data_dir = env.dir.path().join("dash");
+    settings.insecure_allow_remote = true;
+    // A documentation network the machine is not on.
+    let elsewhere: ipnet::IpNet = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"]
+        .iter()
+        .map(|n| n.parse::<ipnet::IpNet>().unwrap())
+        .find(|n| !n.contains(&ip))
+        .unwrap();
+    settings.dashboard_allow_cidrs = vec![elsewhere];
+    let gw = Gateway::start(settings).unwrap();
+    let port = gw.local_addr().port();
+    let remote = SocketAddr::new(ip, port);
+    for path in ["/", "/api/dashboard-auth/session", "/api/accounts"] {
+        let r = get(remote, path);
+        assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
+        assert!(r.contains("dashboard_ip_forbidden"), "{path}: {r}");
+    }
+    // The rest of the port is open to it, and loopback reaches the dashboard.
+    assert!(get(remote, "/health").starts_with("HTTP/1.1 200"));
+    assert!(get(remote, "/v1/models").starts_with("HTTP/1.1 200"));
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(get(local, "/api/dashboard-auth/session").starts_with("HTTP/1.1 200"));
+    gw.shutdown().unwrap();
+}

@@ -119,6 +119,19 @@ impl AdminRoute {
     }
 }
 
+/// The dashboard's own network allow-list (`--dashboard-allow-cidr`), beside the port's.
+pub fn dashboard_reachable(w: &Worker, peer: std::net::SocketAddr) -> Result<(), ApiError> {
+    if crate::access::allowed(&w.shared.settings.dashboard_allow_cidrs, peer.ip()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "access_error",
+        "dashboard_ip_forbidden",
+        "this address may not use the dashboard (see --dashboard-allow-cidr)",
+    ))
+}
+
 /// `/api/accounts/{id}` → (id, None); `/api/accounts/{id}/{action}` → (id, Some(action)).
 fn account_path(path: &str) -> Option<(&str, Option<&str>)> {
     let rest = path.strip_prefix("/api/accounts/")?;
@@ -223,6 +236,9 @@ pub async fn handle(
     route: AdminRoute,
 ) -> bool {
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
+    if let Err(err) = dashboard_reachable(w, client.peer) {
+        return reply_error(w, client, &err, false).await;
+    }
     let caller = w.shared.admin_auth.identify(&head, client.peer);
     if let Some(need) = route.need(head.method()) {
         if let Err(err) = w.shared.admin_auth.check(&caller, &head, need) {

@@ -75,6 +75,9 @@ fn lookup(path: &str) -> Option<Asset> {
 }
 
 pub async fn serve(w: &Rc<Worker>, client: &mut ClientConn, path: &str, keep_alive: bool) -> bool {
+    if let Err(err) = super::dashboard_reachable(w, client.peer) {
+        return crate::proxy::reply_error(w, client, &err, false).await;
+    }
     let Some(asset) = lookup(path) else {
         let err = crate::http::error_body::ApiError::not_found(path);
         return crate::proxy::reply_error(w, client, &err, keep_alive).await;
