@@ -18,6 +18,25 @@ fn local_ip() -> Option<IpAddr> {
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
+/// A documentation network the machine is not on.
+fn elsewhere(ip: IpAddr) -> ipnet::IpNet {
+    ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"]
+        .iter()
+        .map(|n| n.parse::<ipnet::IpNet>().unwrap())
+        .find(|n| !n.contains(&ip))
+        .unwrap()
+}
+
+/// Settings for a gateway on every address, with a data dir of its own under `env`'s. No
+/// dashboard password is set there, so the remote listen needs the explicit opt-out.
+fn remote_settings(env: &Env, dir: &str) -> codex_lb::config::Settings {
+    let mut settings = env.settings.clone();
+    settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    settings.data_dir = env.dir.path().join(dir);
+    settings.insecure_allow_remote = true;
+    settings
+}
+
 fn answer(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -33,18 +52,8 @@ fn addresses_outside_the_allow_list_are_refused_and_loopback_never_is() {
         panic!("this test needs a non-loopback address on the machine");
     };
     let env = Env::start(0);
-    let mut settings = env.settings.clone();
-    settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    settings.data_dir = env.dir.path().join("other");
-    // No dashboard password in this data dir: a remote listen needs the explicit opt-out.
-    settings.insecure_allow_remote = true;
-    // Some documentation network the machine is not on.
-    let elsewhere: ipnet::IpNet = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"]
-        .iter()
-        .map(|n| n.parse::<ipnet::IpNet>().unwrap())
-        .find(|n| !n.contains(&ip))
-        .unwrap();
-    settings.allow_cidrs = vec![elsewhere];
+    let mut settings = remote_settings(&env, "other");
+    settings.allow_cidrs = vec![elsewhere(ip)];
     let gw = Gateway::start(settings.clone()).unwrap();
     let port = gw.local_addr().port();
     let refused = answer(SocketAddr::new(ip, port));
@@ -131,17 +140,8 @@ fn the_dashboard_has_its_own_allow_list_and_the_proxy_is_not_affected() {
         panic!("this test needs a non-loopback address on the machine");
     };
     let env = Env::start(1);
-    let mut settings = env.settings.clone();
-    settings.listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    settings.data_dir = env.dir.path().join("dash");
-    settings.insecure_allow_remote = true;
-    // A documentation network the machine is not on.
-    let elsewhere: ipnet::IpNet = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"]
-        .iter()
-        .map(|n| n.parse::<ipnet::IpNet>().unwrap())
-        .find(|n| !n.contains(&ip))
-        .unwrap();
-    settings.dashboard_allow_cidrs = vec![elsewhere];
+    let mut settings = remote_settings(&env, "dash");
+    settings.dashboard_allow_cidrs = vec![elsewhere(ip)];
     let gw = Gateway::start(settings).unwrap();
     let port = gw.local_addr().port();
     let remote = SocketAddr::new(ip, port);

@@ -78,9 +78,9 @@ impl ApiError {
     }
 }
 
-/// A canonical SSE block announcing that the response failed after streaming began.
-pub fn response_failed_event(response_id: Option<&str>, code: &str, message: &str) -> Vec<u8> {
-    let event = json!({
+/// The `response.failed` event announcing that a response failed after streaming began.
+pub fn response_failed_json(response_id: Option<&str>, code: &str, message: &str) -> Value {
+    json!({
         "type": "response.failed",
         "response": {
             "id": response_id,
@@ -88,7 +88,12 @@ pub fn response_failed_event(response_id: Option<&str>, code: &str, message: &st
             "status": "failed",
             "error": { "code": code, "message": message, "type": "server_error" },
         }
-    });
+    })
+}
+
+/// The same event as a canonical SSE block.
+pub fn response_failed_event(response_id: Option<&str>, code: &str, message: &str) -> Vec<u8> {
+    let event = response_failed_json(response_id, code, message);
     let mut out = b"event: response.failed\ndata: ".to_vec();
     out.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
     out.extend_from_slice(b"\n\n");

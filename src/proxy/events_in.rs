@@ -32,6 +32,47 @@ pub enum Read {
     ShuttingDown,
 }
 
+/// Why a watched wait for the upstream stopped before its bytes came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    ClientGone,
+    /// Nothing from the upstream for the idle timeout since `last_byte`.
+    IdleTimeout,
+    /// The shutdown grace period is over.
+    ShuttingDown,
+}
+
+/// Waits for `read` (the upstream's next bytes) while watching, every tick, for the client going
+/// away, upstream silence past the idle timeout, and the end of the shutdown grace period. The
+/// read is never cut short by a tick; it is dropped only when the wait gives up.
+pub async fn watched<F: std::future::Future>(
+    w: &Worker,
+    client: &ClientConn,
+    last_byte: Instant,
+    read: F,
+) -> Result<F::Output, Stop> {
+    let settings = &w.shared.settings;
+    let mut ticker = monoio::time::interval(TICK);
+    let mut read = std::pin::pin!(read);
+    loop {
+        monoio::select! {
+            r = &mut read => return Ok(r),
+            _ = ticker.tick() => {
+                if client.peer_closed() {
+                    return Err(Stop::ClientGone);
+                }
+                if last_byte.elapsed() >= settings.upstream_idle_timeout {
+                    inc(&w.metrics.timeouts);
+                    return Err(Stop::IdleTimeout);
+                }
+                if w.shared.shutdown.deadline().is_some_and(|d| Instant::now() >= d) {
+                    return Err(Stop::ShuttingDown);
+                }
+            }
+        }
+    }
+}
+
 pub struct EventReader {
     dec: ChunkedDecoder,
     scanner: SseScanner,
@@ -65,34 +106,16 @@ impl EventReader {
             if self.done || self.remaining == Some(0) {
                 return Read::End;
             }
-            let settings = &w.shared.settings;
-            let mut ticker = monoio::time::interval(TICK);
-            let got = {
-                let read = conn.next_bytes();
-                let mut read = std::pin::pin!(read);
-                loop {
-                    monoio::select! {
-                        r = &mut read => break Ok(r),
-                        _ = ticker.tick() => {
-                            if client.peer_closed() {
-                                break Err(Read::ClientGone);
-                            }
-                            if self.last_byte.elapsed() >= settings.upstream_idle_timeout {
-                                inc(&w.metrics.timeouts);
-                                break Err(Read::Failed(
-                                    "upstream_timeout",
-                                    "upstream sent nothing within the idle timeout".into(),
-                                ));
-                            }
-                            if w.shared.shutdown.deadline().is_some_and(|d| Instant::now() >= d) {
-                                break Err(Read::ShuttingDown);
-                            }
-                        }
-                    }
-                }
-            };
+            let got = watched(w, client, self.last_byte, conn.next_bytes()).await;
             let bytes = match got {
-                Err(r) => return r,
+                Err(Stop::ClientGone) => return Read::ClientGone,
+                Err(Stop::ShuttingDown) => return Read::ShuttingDown,
+                Err(Stop::IdleTimeout) => {
+                    return Read::Failed(
+                        "upstream_timeout",
+                        "upstream sent nothing within the idle timeout".into(),
+                    )
+                }
                 Ok(Err(e)) => {
                     return Read::Failed(
                         "upstream_connection_error",

@@ -67,16 +67,7 @@ fn wrapped(status: u16, error: Option<Value>, headers: Map<String, Value>) -> St
 /// The terminal event for a turn the upstream broke off after its first event: the same
 /// `response.failed` the SSE route appends, as a message.
 pub fn stream_failed(response_id: Option<&str>, code: &str, message: &str) -> String {
-    json!({
-        "type": "response.failed",
-        "response": {
-            "id": response_id,
-            "object": "response",
-            "status": "failed",
-            "error": { "code": code, "message": message, "type": "server_error" },
-        }
-    })
-    .to_string()
+    crate::http::error_body::response_failed_json(response_id, code, message).to_string()
 }
 
 /// The error frame for a socket older than its age limit; the CLI opens a new one and goes on

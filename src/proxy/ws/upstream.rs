@@ -23,6 +23,7 @@ use crate::http::response::{parse_upstream_head, UpstreamHead};
 use crate::http::ws::{ClientHandshake, Message, MessageReader, MessageWriter, Role, WsLimits};
 use crate::metrics::inc;
 use crate::proxy::client::ClientConn;
+use crate::proxy::events_in::{watched, Stop};
 use crate::upstream::exchange;
 use crate::upstream::io::UpstreamConn;
 use crate::upstream::UpstreamError;
@@ -32,7 +33,6 @@ use crate::worker::Worker;
 const BETA: &str = "responses_websockets=2026-02-06";
 /// Largest error body read from a refused upgrade.
 const MAX_REFUSAL_BODY: usize = 1 << 20;
-const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// An open upstream socket and the account it speaks for.
 pub struct UpstreamSocket {
@@ -261,7 +261,6 @@ pub async fn next_text(
     s: &mut UpstreamSocket,
     client: &ClientConn,
 ) -> Result<String, ReadEnd> {
-    let settings = &w.shared.settings;
     let mut last_byte = Instant::now();
     loop {
         loop {
@@ -299,31 +298,16 @@ pub async fn next_text(
                 None => {}
             }
         }
-        let mut ticker = monoio::time::interval(TICK);
-        let got = {
-            let read = s.conn.next_bytes();
-            let mut read = std::pin::pin!(read);
-            loop {
-                monoio::select! {
-                    r = &mut read => break Ok(r),
-                    _ = ticker.tick() => {
-                        if client.peer_closed() {
-                            break Err(ReadEnd::ClientGone);
-                        }
-                        if last_byte.elapsed() >= settings.upstream_idle_timeout {
-                            inc(&w.metrics.timeouts);
-                            break Err(ReadEnd::Failed(
-                                "upstream_timeout",
-                                "upstream sent nothing within the idle timeout".into(),
-                            ));
-                        }
-                        if w.shared.shutdown.deadline().is_some_and(|d| Instant::now() >= d) {
-                            break Err(ReadEnd::ShuttingDown);
-                        }
-                    }
-                }
-            }
-        };
+        let got = watched(w, client, last_byte, s.conn.next_bytes())
+            .await
+            .map_err(|stop| match stop {
+                Stop::ClientGone => ReadEnd::ClientGone,
+                Stop::ShuttingDown => ReadEnd::ShuttingDown,
+                Stop::IdleTimeout => ReadEnd::Failed(
+                    "upstream_timeout",
+                    "upstream sent nothing within the idle timeout".into(),
+                ),
+            });
         match got? {
             Ok(b) if b.is_empty() => {
                 return Err(ReadEnd::Failed(
