@@ -43,19 +43,19 @@ pub enum Via {
 pub struct LoadArgs {
     #[arg(long, value_enum, default_value = "short")]
     pub scenario: Kind,
-    /// Connections (closed loop), the in-flight cap (--rate), or streams (hold).
-    /// Default: 64; hold 10000; big 16.
+    /// Connections (closed loop), the in-flight cap (--rate), streams (hold) or WebSocket
+    /// clients, one socket each (ws). Default: 64; hold 10000; big 16.
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// How long each run sends requests; for hold, how long all streams stay open together.
     /// Default: 10s; hold 20s; mixed 15s.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Stop a run after this many requests, even before --duration.
+    /// Stop a run after this many requests (ws: turns), even before --duration.
     #[arg(long)]
     pub requests: Option<u64>,
     /// Open loop: start R requests per second on schedule and time each from its scheduled
-    /// start (corrects for coordinated omission). Default: closed loop.
+    /// start (corrects for coordinated omission). Default: closed loop. Not for ws.
     #[arg(long, value_name = "R")]
     pub rate: Option<f64>,
     /// Worker threads of the gateway and worker processes of nginx. Default: cores.

@@ -32,7 +32,7 @@ const INLINE_BODY: usize = 64 * 1024;
 /// Recorder shards: tasks lock one per finished request, so a few spread the contention.
 const SHARDS: usize = 16;
 /// The Codex CLI version the requests claim to come from.
-const CODEX_VERSION: &str = "0.169.0";
+pub const CODEX_VERSION: &str = "0.169.0";
 
 /// Credentials sent to targets that need them (the mock and nginx).
 #[derive(Debug, Clone)]

@@ -7,10 +7,10 @@
 //! the processes under test), `upstream` (the mock, as a child or over `--upstream`),
 //! `gateway` (codex-lb as a child), `nginx` (config and child), `target` (URLs, loopback
 //! check), `scenario` and `body` (what is sent), `driver` (closed loop, open loop, hold),
-//! `client` (one HTTP/1.1 exchange), `chunked` and `sse` (response decoding), `live`,
-//! `record`, `hist` (what is measured), `procstat` (CPU and RSS from /proc), `limits` (open
-//! files), `progress`, `report` (math and tables), `plot` (SVG), `machine`, `ctl` (blocking
-//! control calls).
+//! `ws` (the `ws` scenario: turns over the Codex WebSocket transport), `client` (one HTTP/1.1
+//! exchange), `chunked` and `sse` (response decoding), `live`, `record`, `hist` (what is
+//! measured), `procstat` (CPU and RSS from /proc), `limits` (open files), `progress`, `report`
+//! (math and tables), `plot` (SVG), `machine`, `ctl` (blocking control calls).
 
 pub mod body;
 pub mod chunked;
@@ -35,3 +35,4 @@ pub mod setup;
 pub mod sse;
 pub mod target;
 pub mod upstream;
+pub mod ws;

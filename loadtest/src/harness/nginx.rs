@@ -5,6 +5,10 @@
 //!
 //! Request bodies are buffered in memory (`client_body_buffer_size`), as the gateway also reads
 //! a whole body before forwarding; nothing touches the disk.
+//!
+//! For the `ws` scenario the location also passes the WebSocket upgrade on (`Upgrade` and
+//! `Connection: upgrade` to the upstream, which hop-by-hop rules would otherwise drop); nginx
+//! then relays the socket's bytes both ways until either side closes.
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
@@ -34,15 +38,24 @@ pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The config for `workers` workers proxying `listen` to `upstream`, with every path under
-/// `prefix`. `nofile` bounds the descriptors per worker (clients plus upstreams).
+/// `prefix`. `nofile` bounds the descriptors per worker (clients plus upstreams). `websocket`
+/// passes upgrades on (every request of the `ws` scenario is one).
 pub fn config(
     listen: SocketAddr,
     upstream: SocketAddr,
     workers: usize,
     nofile: u64,
     prefix: &Path,
+    websocket: bool,
 ) -> String {
     let p = prefix.display();
+    // Keep-alive to the upstream clears `Connection`; a WebSocket upgrade must send it.
+    let connection = if websocket {
+        "proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection \"upgrade\";"
+    } else {
+        "proxy_set_header Connection \"\";"
+    };
     // Each proxied stream is two connections; leave room for the rest.
     let conns = nofile.saturating_sub(64).max(1024);
     format!(
@@ -77,7 +90,7 @@ http {{
         location / {{
             proxy_pass http://mock;
             proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
+            {connection}
             proxy_buffering off;
             proxy_request_buffering on;
             proxy_read_timeout 300s;
@@ -101,6 +114,7 @@ impl Nginx {
         upstream: SocketAddr,
         workers: usize,
         nofile: u64,
+        websocket: bool,
     ) -> anyhow::Result<Nginx> {
         let prefix = tempfile::Builder::new()
             .prefix("codex-lb-loadtest-nginx-")
@@ -119,7 +133,7 @@ impl Nginx {
         let conf = prefix.path().join("nginx.conf");
         fs::write(
             &conf,
-            config(addr, upstream, workers, nofile, prefix.path()),
+            config(addr, upstream, workers, nofile, prefix.path(), websocket),
         )?;
         let err_log = prefix.path().join("error.log");
         let child = Command::new(bin)
@@ -202,6 +216,7 @@ mod tests {
             2,
             20_000,
             Path::new("/tmp/px"),
+            false,
         );
         for line in [
             "worker_processes 2;",
@@ -222,5 +237,27 @@ mod tests {
             .filter(|l| l.trim_start().contains("_path ") || l.trim_start().starts_with("pid "))
             .collect();
         assert!(paths.iter().all(|l| l.contains("/tmp/px/")), "{paths:?}");
+        assert!(!c.contains("Upgrade"), "{c}");
+    }
+
+    #[test]
+    fn websocket_config_passes_the_upgrade_on() {
+        let c = config(
+            "127.0.0.1:18080".parse().unwrap(),
+            "127.0.0.1:18081".parse().unwrap(),
+            2,
+            20_000,
+            Path::new("/tmp/px"),
+            true,
+        );
+        for line in [
+            "proxy_http_version 1.1;",
+            "proxy_set_header Upgrade $http_upgrade;",
+            "proxy_set_header Connection \"upgrade\";",
+            "proxy_buffering off;",
+        ] {
+            assert!(c.contains(line), "missing {line:?} in\n{c}");
+        }
+        assert!(!c.contains("Connection \"\""), "{c}");
     }
 }

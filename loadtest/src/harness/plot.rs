@@ -1,6 +1,7 @@
 //! `--plot FILE.svg`: one chart with three panels per scenario: time to first byte and time to
 //! first delta at p50/p90/p99/p99.9 (log scale, one line per target), and one bar per target of
 //! requests per second (for hold, where the rate is fixed by the ramp: RSS per open stream).
+//! The `ws` chart has time to first event and the whole turn instead, and turns per second.
 //!
 //! plotters is built with its SVG backend only: text goes out as SVG `<text>` elements, sized
 //! by plotters' built-in estimate and drawn by whatever displays the file, so no system font is
@@ -53,6 +54,27 @@ pub fn svg(title: &str, all: &[TargetSummary], memory: bool) -> anyhow::Result<S
         } else {
             bar_panel(&panels[2], "throughput (req/s)", all, |s| s.req_per_s)?;
         }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(out)
+}
+
+/// The `ws` chart: time to first event and whole turn at p50/p90/p99/p99.9 (log scale), and
+/// turns per second.
+pub fn svg_ws(title: &str, all: &[TargetSummary]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        let root = root
+            .titled(title, ("sans-serif", 22))
+            .map_err(|e| anyhow!("{e}"))?;
+        let panels = root.split_evenly((1, 3));
+        latency_panel(&panels[0], "time to first event (ms, log)", all, |s| {
+            &s.ttfb
+        })?;
+        latency_panel(&panels[1], "whole turn (ms, log)", all, |s| &s.total)?;
+        bar_panel(&panels[2], "throughput (turns/s)", all, |s| s.req_per_s)?;
         root.present().map_err(|e| anyhow!("{e}"))?;
     }
     Ok(out)
@@ -221,5 +243,9 @@ mod tests {
         assert!(super::svg("empty", &[], false).is_ok());
         let hold = super::svg("hold", &all, true).unwrap();
         assert!(hold.contains("RSS per open stream (KB)"));
+        let ws = super::svg_ws("ws", &all).unwrap();
+        for text in ["time to first event", "whole turn", "throughput (turns/s)"] {
+            assert!(ws.contains(text), "no {text:?} in the ws chart");
+        }
     }
 }

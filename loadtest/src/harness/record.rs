@@ -17,13 +17,15 @@ pub enum ErrorKind {
     Connect,
     /// The request did not finish within `--timeout` (or the drain deadline).
     Timeout,
-    /// The response status was not 200.
+    /// The response status was not 200 (for a WebSocket upgrade: not 101).
     Status(u16),
-    /// The connection ended (EOF or reset) before the body's end or before a terminal event.
+    /// The connection ended (EOF or reset) before the body's end or before a terminal event
+    /// (WebSocket: the socket closed mid-turn).
     Truncated,
     /// The stream ended with `response.failed`, `response.incomplete` or `error`.
     FailedEvent,
-    /// Unparseable response head or chunked framing.
+    /// Unparseable response head or chunked framing (WebSocket: a failed handshake, a binary
+    /// message).
     Protocol,
     /// A socket error while writing the request or reading the response.
     Io,
@@ -69,6 +71,9 @@ pub struct Recorder {
     pub ttfd: Hist,
     pub total: Hist,
     pub gap: Hist,
+    /// WebSocket upgrades that succeeded (`ws` scenario): TCP connect to the 101, timed apart
+    /// from the turns.
+    pub upgrade: Hist,
     pub bytes: u64,
     pub sent: u64,
     pub events: u64,
@@ -105,6 +110,7 @@ impl Recorder {
         self.ttfd.merge(&other.ttfd);
         self.total.merge(&other.total);
         self.gap.merge(&other.gap);
+        self.upgrade.merge(&other.upgrade);
         self.bytes += other.bytes;
         self.sent += other.sent;
         self.events += other.events;

@@ -4,7 +4,11 @@
 //!
 //! Rates divide by the measured time of each run (first start to last completion) summed over
 //! rounds. Latency percentiles come from histograms merged over rounds, never from averaging
-//! per-round percentiles. "Added" is target minus direct at the same percentile.
+//! per-round percentiles. "Added" is target minus direct at the same percentile; event rates
+//! are also given as a fraction of direct's and of nginx's.
+//!
+//! The `ws` scenario has its own first table ([`render_ws`]): turns for requests, messages
+//! (frames) for events, the first message of a turn for its first byte, and the upgrades.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -72,6 +76,8 @@ pub struct Added {
     pub ttfb_ms: Delta,
     pub ttfd_ms: Delta,
     pub gap_ms: Delta,
+    /// Whole request (turn) latency.
+    pub total_ms: Delta,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,10 +94,17 @@ pub struct TargetSummary {
     pub bytes_per_s: f64,
     /// Request bytes sent per second.
     pub sent_bytes_per_s: f64,
+    /// Events received per second: SSE events, or WebSocket messages (`ws`).
+    pub events_per_s: f64,
+    /// `events_per_s` as a fraction of the direct target's, and of nginx's.
+    pub events_vs_direct: Option<f64>,
+    pub events_vs_nginx: Option<f64>,
     pub ttfb: Summary,
     pub ttfd: Summary,
     pub total: Summary,
     pub gap: Summary,
+    /// WebSocket upgrades (`ws`): TCP connect to the 101; `count` is how many succeeded.
+    pub upgrade: Summary,
     pub added_vs_direct: Option<Added>,
     pub streams_peak: u64,
     pub cpu_s: Option<f64>,
@@ -176,10 +189,14 @@ pub fn summarize(target: &Target, runs: &[Run], per_stream: bool) -> TargetSumma
         req_per_s: rate(rec.ok as f64, elapsed_s),
         bytes_per_s: rate(rec.bytes as f64, elapsed_s),
         sent_bytes_per_s: rate(rec.sent as f64, elapsed_s),
+        events_per_s: rate(rec.events as f64, elapsed_s),
+        events_vs_direct: None,
+        events_vs_nginx: None,
         ttfb: rec.ttfb.summary(),
         ttfd: rec.ttfd.summary(),
         total: rec.total.summary(),
         gap: rec.gap.summary(),
+        upgrade: rec.upgrade.summary(),
         added_vs_direct: None,
         streams_peak: runs.iter().map(|r| r.streams_peak).max().unwrap_or(0),
         cpu_ms_per_req: cpu_s
@@ -200,16 +217,29 @@ pub fn summarize(target: &Target, runs: &[Run], per_stream: bool) -> TargetSumma
     }
 }
 
-/// Fills `added_vs_direct` of every non-direct target from the direct one, if there is one.
+fn ratio(n: f64, base: f64) -> Option<f64> {
+    (base > 0.0).then(|| n / base)
+}
+
+/// Fills `added_vs_direct` and `events_vs_direct` of every non-direct target from the direct
+/// one, and `events_vs_nginx` of every target but nginx, when those targets were measured.
 pub fn add_baseline(all: &mut [TargetSummary]) {
+    let rate_of = |kind| all.iter().find(|s| s.kind == kind).map(|s| s.events_per_s);
+    if let Some(nginx) = rate_of(TargetKind::Nginx) {
+        for s in all.iter_mut().filter(|s| s.kind != TargetKind::Nginx) {
+            s.events_vs_nginx = ratio(s.events_per_s, nginx);
+        }
+    }
     let Some(base) = all.iter().find(|s| s.kind == TargetKind::Direct).cloned() else {
         return;
     };
     for s in all.iter_mut().filter(|s| s.kind != TargetKind::Direct) {
+        s.events_vs_direct = ratio(s.events_per_s, base.events_per_s);
         s.added_vs_direct = Some(Added {
             ttfb_ms: Delta::between(&s.ttfb, &base.ttfb),
             ttfd_ms: Delta::between(&s.ttfd, &base.ttfd),
             gap_ms: Delta::between(&s.gap, &base.gap),
+            total_ms: Delta::between(&s.total, &base.total),
         });
     }
 }
@@ -246,6 +276,18 @@ fn three(s: &Summary) -> String {
         fmt_ms(s.p99_ms),
         fmt_ms(s.p999_ms)
     )
+}
+
+/// p50 / p99 of one histogram, `-` when empty.
+fn two(s: &Summary) -> String {
+    if s.count == 0 {
+        return "-".into();
+    }
+    format!("{} / {}", fmt_ms(s.p50_ms), fmt_ms(s.p99_ms))
+}
+
+fn times(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}x"))
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -313,6 +355,82 @@ pub fn render(all: &[TargetSummary]) -> String {
             ]
         })
         .collect();
+    let mut out = table(
+        &[
+            "target",
+            "ok",
+            "errors",
+            "req/s",
+            "MB/s up / down",
+            "TTFB p50 / p99 / p99.9 ms",
+            "TTFD p50 / p99 / p99.9 ms",
+            "added TTFD p50 / p99",
+            "gap p50 / p99 / p99.9 ms",
+            "added gap p99",
+        ],
+        &latency,
+    );
+    out.push('\n');
+    out += &resources(all);
+    out
+}
+
+/// The `ws` tables: turns, frames and their latency per target (with the ratios against direct
+/// and nginx), then the same resources table as [`render`].
+pub fn render_ws(all: &[TargetSummary]) -> String {
+    let turns: Vec<Vec<String>> = all
+        .iter()
+        .map(|s| {
+            let added = s.added_vs_direct;
+            vec![
+                s.name.clone(),
+                s.requests_ok.to_string(),
+                s.error_total.to_string(),
+                format!("{:.0}", s.req_per_s),
+                format!("{:.0}", s.events_per_s),
+                times(s.events_vs_direct),
+                times(s.events_vs_nginx),
+                three(&s.ttfb),
+                added.map_or_else(
+                    || "-".into(),
+                    |a| format!("{} / {}", signed(a.ttfb_ms.p50), signed(a.ttfb_ms.p99)),
+                ),
+                three(&s.total),
+                added.map_or_else(
+                    || "-".into(),
+                    |a| format!("{} / {}", signed(a.total_ms.p50), signed(a.total_ms.p99)),
+                ),
+                s.upgrade.count.to_string(),
+                two(&s.upgrade),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "target",
+            "turns ok",
+            "errors",
+            "turns/s",
+            "frames/s",
+            "frames/s vs direct",
+            "vs nginx",
+            "first event p50 / p99 / p99.9 ms",
+            "added first event p50 / p99",
+            "turn p50 / p99 / p99.9 ms",
+            "added turn p50 / p99",
+            "upgrades",
+            "upgrade p50 / p99 ms",
+        ],
+        &turns,
+    );
+    out.push('\n');
+    out += &resources(all);
+    out
+}
+
+/// Processes and errors: streams (sockets) at most, the target's CPU and RSS, the mock's and
+/// the load generator's CPU, errors by kind and the mock's own non-2xx answers.
+fn resources(all: &[TargetSummary]) -> String {
     let resources: Vec<Vec<String>> = all
         .iter()
         .map(|s| {
@@ -333,23 +451,7 @@ pub fn render(all: &[TargetSummary]) -> String {
             ]
         })
         .collect();
-    let mut out = table(
-        &[
-            "target",
-            "ok",
-            "errors",
-            "req/s",
-            "MB/s up / down",
-            "TTFB p50 / p99 / p99.9 ms",
-            "TTFD p50 / p99 / p99.9 ms",
-            "added TTFD p50 / p99",
-            "gap p50 / p99 / p99.9 ms",
-            "added gap p99",
-        ],
-        &latency,
-    );
-    out.push('\n');
-    out += &table(
+    table(
         &[
             "target",
             "streams peak",
@@ -363,8 +465,7 @@ pub fn render(all: &[TargetSummary]) -> String {
             "upstream non-2xx",
         ],
         &resources,
-    );
-    out
+    )
 }
 
 #[cfg(test)]
@@ -464,6 +565,48 @@ mod tests {
         assert!(text.contains("+3.00 / +3.00"), "{text}");
         assert!(text.contains("10.0 → 16.2"), "{text}");
         assert_eq!(text.lines().count(), 9);
+    }
+
+    #[test]
+    fn ws_table_has_frame_ratios_and_added_first_event() {
+        let mut up = run(1, 10, 1, 0.1);
+        up.rec.upgrade.record(Duration::from_micros(300));
+        let mut all = vec![
+            summarize(&target("direct", TargetKind::Direct), &[up], false),
+            summarize(
+                &target("codex-lb", TargetKind::Gateway),
+                &[run(4, 5, 1, 0.1)],
+                false,
+            ),
+            summarize(
+                &target("nginx", TargetKind::Nginx),
+                &[run(2, 20, 1, 0.1)],
+                false,
+            ),
+        ];
+        add_baseline(&mut all);
+        // 5 events per turn: direct 50/s, the gateway 25/s, nginx 100/s.
+        assert!((all[1].events_per_s - 25.0).abs() < 1e-9);
+        assert_eq!(all[0].events_vs_direct, None);
+        assert_eq!(all[0].events_vs_nginx, Some(0.5));
+        assert_eq!(all[1].events_vs_direct, Some(0.5));
+        assert_eq!(all[1].events_vs_nginx, Some(0.25));
+        assert_eq!(
+            (all[2].events_vs_direct, all[2].events_vs_nginx),
+            (Some(2.0), None)
+        );
+        let a = all[1].added_vs_direct.unwrap();
+        assert!((a.total_ms.p50 - 3.0).abs() < 0.01);
+        assert_eq!(all[0].upgrade.count, 1);
+        let text = render_ws(&all);
+        assert!(text.contains("| frames/s vs direct |"), "{text}");
+        let gw = text.lines().find(|l| l.starts_with("| codex-lb")).unwrap();
+        for cell in ["| 0.50x ", "| 0.25x ", "| +3.00 / +3.00 ", "| 25 "] {
+            assert!(gw.contains(cell), "no {cell:?} in {gw}");
+        }
+        let direct = text.lines().find(|l| l.starts_with("| direct")).unwrap();
+        assert!(direct.contains("| 0.300 / 0.300 "), "{direct}");
+        assert_eq!(text.lines().count(), 11);
     }
 
     #[test]

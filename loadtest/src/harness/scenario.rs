@@ -24,6 +24,10 @@ pub enum Kind {
     Big,
     /// A blend of the above, with upstream 5xx and 429s the gateway must fail over.
     Mixed,
+    /// The `short` turn over the Codex WebSocket transport: one socket per client, a
+    /// `response.create` message per turn, turns back to back on the same socket.
+    #[value(alias = "websocket")]
+    Ws,
 }
 
 impl Kind {
@@ -34,13 +38,14 @@ impl Kind {
             Kind::Hold => "hold",
             Kind::Big => "big",
             Kind::Mixed => "mixed",
+            Kind::Ws => "ws",
         }
     }
 
     /// Concurrency (streams, for `hold`) when `--concurrency` is not given.
     pub fn default_concurrency(self) -> usize {
         match self {
-            Kind::Short | Kind::Stream | Kind::Mixed => 64,
+            Kind::Short | Kind::Stream | Kind::Mixed | Kind::Ws => 64,
             Kind::Hold => 10_000,
             Kind::Big => 16,
         }
@@ -49,7 +54,7 @@ impl Kind {
     /// Run length when `--duration` is not given; for `hold`, how long all streams are held.
     pub fn default_duration(self) -> Duration {
         Duration::from_secs(match self {
-            Kind::Short | Kind::Stream | Kind::Big => 10,
+            Kind::Short | Kind::Stream | Kind::Big | Kind::Ws => 10,
             Kind::Hold => 20,
             Kind::Mixed => 15,
         })
@@ -110,6 +115,13 @@ impl Plan {
         let ms = input.event_ms;
         let (variants, schedule) = match kind {
             Kind::Short => (vec![short()], vec![0]),
+            Kind::Ws => (
+                vec![Variant {
+                    label: "ws",
+                    ..short()
+                }],
+                vec![0],
+            ),
             Kind::Stream => (
                 vec![Variant {
                     label: "stream",
@@ -215,6 +227,7 @@ mod tests {
             assert_eq!(Kind::from_str(k.name(), false).unwrap(), *k);
         }
         assert!(Kind::from_str("long", false).is_err());
+        assert_eq!(Kind::from_str("websocket", false).unwrap(), Kind::Ws);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One harness session: resolve settings and start the stage (`setup`), run the rounds (each
 //! target once per round, in a rotated order, with CPU/RSS watches, the progress line and, for
 //! `mixed`, failure injection), stop the gateway and check it exits 0, then print the tables
-//! and write the JSON (and the chart).
+//! and write the JSON (and the chart). `ws` runs its clients (`ws`) where the other scenarios
+//! run `driver`; everything around the run is the same.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,11 +22,12 @@ use super::live::Live;
 use super::machine::Machine;
 use super::procstat::{self, Watch};
 use super::progress::Progress;
-use super::report::{add_baseline, render, summarize, Run, TargetSummary};
+use super::report::{add_baseline, render, render_ws, summarize, Run, TargetSummary};
 use super::scenario::{Kind, Plan};
 use super::setup::{bodies, settings, Settings, Stage, Wants};
 use super::target::{Target, TargetKind};
 use super::upstream::Upstream;
+use super::ws::{self, WsPrepared};
 
 /// Pause between runs, so connections of one run are closed before the next starts.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -110,6 +112,13 @@ fn inject(up: &Upstream, every: Duration, stop: &AtomicBool) {
     }
 }
 
+/// What a run sends at one target, built before the rounds.
+#[derive(Clone)]
+enum Load {
+    Http(Arc<Prepared>),
+    Ws(Arc<WsPrepared>),
+}
+
 struct RunCtx<'a> {
     rt: &'a tokio::runtime::Runtime,
     stage: &'a Stage,
@@ -118,12 +127,7 @@ struct RunCtx<'a> {
     rounds: u32,
 }
 
-fn one_run(
-    ctx: &RunCtx<'_>,
-    t: &Target,
-    prepared: Arc<Prepared>,
-    round: u32,
-) -> anyhow::Result<Run> {
+fn one_run(ctx: &RunCtx<'_>, t: &Target, load: Load, round: u32) -> anyhow::Result<Run> {
     let up = ctx.stage.upstream.as_ref();
     if let Some(u) = up.filter(|u| u.pid().is_some()) {
         u.reset().context("resetting the mock between runs")?;
@@ -145,9 +149,12 @@ fn one_run(
             .map(|u| s.spawn(|| inject(u, ctx.load.fail_every, &stop)));
         let live = Arc::new(Live::new());
         let progress = Progress::start(label, live.clone());
-        let rec = ctx
-            .rt
-            .block_on(drive(t, prepared, ctx.st.mode, ctx.st.bounds, live.clone()));
+        let rec = match load {
+            Load::Http(p) => ctx
+                .rt
+                .block_on(drive(t, p, ctx.st.mode, ctx.st.bounds, live.clone())),
+            Load::Ws(p) => ctx.rt.block_on(ws::drive(p, ctx.st.bounds, live.clone())),
+        };
         progress.finish();
         stop.store(true, Ordering::Relaxed);
         if let Some(h) = injector {
@@ -239,11 +246,23 @@ fn session(mode: &str, load: &LoadArgs, wants: Wants, rounds: u32) -> anyhow::Re
         .as_ref()
         .map(|u| u.accounts.iter().map(|a| a.creds.clone()).collect())
         .unwrap_or_default();
-    let prepared: Vec<Arc<Prepared>> = stage
+    let is_ws = st.scenario == Kind::Ws;
+    let ws_messages = Arc::new(if is_ws {
+        ws::messages(&plan, st.concurrency)
+    } else {
+        Vec::new()
+    });
+    let prepared: Vec<Load> = stage
         .targets
         .iter()
-        .map(|t| Arc::new(Prepared::new(t, &plan, &bodies, &creds)))
-        .collect();
+        .map(|t| {
+            Ok(if is_ws {
+                Load::Ws(Arc::new(WsPrepared::new(t, ws_messages.clone(), &creds)?))
+            } else {
+                Load::Http(Arc::new(Prepared::new(t, &plan, &bodies, &creds)))
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     if st.scenario == Kind::Mixed && stage.upstream.is_none() {
         notes.push("mixed without a known upstream (--upstream): no failures injected".into());
     }
@@ -371,15 +390,26 @@ fn session(mode: &str, load: &LoadArgs, wants: Wants, rounds: u32) -> anyhow::Re
         for s in &summaries {
             if s.error_total > 0 || s.requests_ok == 0 {
                 failures.push(format!(
-                    "check: {} finished {} requests with {} errors ({:?})",
-                    s.name, s.requests_ok, s.error_total, s.errors
+                    "check: {} finished {} {} with {} errors ({:?})",
+                    s.name,
+                    s.requests_ok,
+                    if is_ws { "turns" } else { "requests" },
+                    s.error_total,
+                    s.errors
                 ));
             }
         }
     }
 
     println!();
-    print!("{}", render(&summaries));
+    print!(
+        "{}",
+        if is_ws {
+            render_ws(&summaries)
+        } else {
+            render(&summaries)
+        }
+    );
     for note in &notes {
         println!("note: {note}");
     }
@@ -411,11 +441,12 @@ fn session(mode: &str, load: &LoadArgs, wants: Wants, rounds: u32) -> anyhow::Re
             st.scenario.name(),
             st.concurrency
         );
-        std::fs::write(
-            path,
-            super::plot::svg(&title, &summaries, st.scenario == Kind::Hold)?,
-        )
-        .with_context(|| format!("writing {}", path.display()))?;
+        let chart = if is_ws {
+            super::plot::svg_ws(&title, &summaries)?
+        } else {
+            super::plot::svg(&title, &summaries, st.scenario == Kind::Hold)?
+        };
+        std::fs::write(path, chart).with_context(|| format!("writing {}", path.display()))?;
         println!("chart: {}", path.display());
     }
     if failures.is_empty() {

@@ -120,6 +120,21 @@ pub fn settings(
                 ),
             )
         }
+        (Kind::Ws, Some(_)) => bail!(
+            "--rate does not apply to ws: each socket carries one turn at a time, back to back \
+             (use --concurrency for the number of sockets)"
+        ),
+        (Kind::Ws, None) => (
+            Mode::Closed,
+            Duration::ZERO,
+            format!(
+                "websocket: {concurrency} sockets, each sending its next response.create as soon \
+                 as the previous turn's terminal event arrived (closed loop: service times, \
+                 coordinated omission as for HTTP); time to first event from writing the \
+                 response.create to the first message, turn to response.completed; the upgrade \
+                 before a socket's first turn is timed apart"
+            ),
+        ),
         (_, Some(rate)) if rate > 0.0 => (
             Mode::Open { rate },
             Duration::ZERO,
@@ -299,8 +314,8 @@ impl Stage {
                 stage.gateway = Some(gw);
             }
             if let Some(bin) = &nginx_bin {
-                let n =
-                    Nginx::start(bin, up.url.addr, workers, nofile).context("starting nginx")?;
+                let n = Nginx::start(bin, up.url.addr, workers, nofile, load.scenario == Kind::Ws)
+                    .context("starting nginx")?;
                 let (_, url) = parse_named_target(&format!("http://{}", n.addr))
                     .map_err(anyhow::Error::msg)?;
                 stage
@@ -350,6 +365,12 @@ mod tests {
         let s = settings(&load(&["--rate", "200"]), true, 20_000, &mut notes).unwrap();
         assert_eq!(s.mode, Mode::Open { rate: 200.0 });
         assert!(notes.is_empty());
+        let s = settings(&load(&["--scenario", "ws"]), true, 20_000, &mut notes).unwrap();
+        assert_eq!(
+            (s.concurrency, s.duration_s, s.mode),
+            (64, 10.0, Mode::Closed)
+        );
+        assert!(s.measurement.starts_with("websocket: 64 sockets"));
         let s = settings(&load(&["--api-key-auth"]), true, 20_000, &mut notes).unwrap();
         assert!(s.api_key_auth);
         assert_eq!(gateway_name(s.api_key_auth), "codex-lb+keys");
@@ -376,6 +397,14 @@ mod tests {
         assert!(settings(&load(&["--concurrency", "0"]), true, 20_000, &mut notes).is_err());
         assert!(settings(&load(&["--rate", "0"]), true, 20_000, &mut notes).is_err());
         assert!(settings(&load(&["--mock-scenario", "[]"]), true, 20_000, &mut notes).is_err());
+        let err = settings(
+            &load(&["--scenario", "ws", "--rate", "10"]),
+            true,
+            20_000,
+            &mut notes,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--rate"), "{err:#}");
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn classify(name: &[u8]) -> Event {
 }
 
 /// `"type":"X"` as the first member of a JSON object, as every Responses event is written.
-fn json_type(data: &[u8]) -> Option<&[u8]> {
+pub fn json_type(data: &[u8]) -> Option<&[u8]> {
     let rest = data.strip_prefix(b"{\"type\":\"")?;
     let end = memchr::memchr(b'"', rest)?;
     Some(&rest[..end])
