@@ -934,8 +934,8 @@ pub(crate) async fn serve_turn(
 /// What one upstream attempt brought back.
 enum Got {
     Http(Exchange),
-    /// The turn started on an upstream WebSocket: the socket and its first message.
-    Ws(Box<upstream_ws::UpstreamSocket>, String),
+    /// The turn started on an upstream WebSocket: the socket and its first messages.
+    Ws(Box<upstream_ws::UpstreamSocket>, Vec<String>),
     /// Refused before any event on the upstream WebSocket, as an HTTP-shaped reply.
     Refused(UpstreamHead, Bytes),
 }

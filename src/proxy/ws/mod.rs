@@ -29,6 +29,7 @@ use super::{auth, record, Record};
 use crate::config::UpstreamTransport;
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
+use crate::http::sse::{EventKind, ScannedEvent};
 use crate::http::ws::{
     handshake::accept_upgrade, CloseCode, CloseFrame, DeflatePolicy, Message, MessageReader,
     MessageWriter, Role, WsLimits,
@@ -392,6 +393,8 @@ pub async fn deliver(
     let end = loop {
         match reader.next(w, &mut ex.conn, client).await {
             Read::Events(evs) => {
+                // The events of one upstream read go out in one write.
+                let mut batch = Vec::new();
                 for ev in &evs {
                     facts.absorb(ev);
                     let Ok(text) = std::str::from_utf8(&ev.data) else {
@@ -401,16 +404,15 @@ pub async fn deliver(
                         gone = true;
                         break;
                     };
-                    rec.response_bytes += frame.len() as u64;
+                    batch.extend_from_slice(&frame);
+                }
+                if !batch.is_empty() {
+                    rec.response_bytes += batch.len() as u64;
                     rec.ttfb.get_or_insert_with(|| rec.started.elapsed());
-                    if client
-                        .write(frame, w.shared.settings.client_write_timeout)
+                    gone |= client
+                        .write(Bytes::from(batch), w.shared.settings.client_write_timeout)
                         .await
-                        .is_err()
-                    {
-                        gone = true;
-                        break;
-                    }
+                        .is_err();
                 }
                 if gone {
                     break None;
@@ -456,16 +458,16 @@ pub async fn deliver(
     alive
 }
 
-/// Delivers a turn the upstream WebSocket took: each upstream message, from `first` to the
-/// terminal event, goes to the client as it came. The upstream socket is kept for the next turn
-/// when the turn ended cleanly.
+/// Delivers a turn the upstream WebSocket took: its messages, from `first` to the terminal
+/// event, go to the client as they came, those of one upstream read in one write. The upstream
+/// socket is kept for the next turn when the turn ended cleanly.
 #[allow(clippy::too_many_arguments)]
 pub async fn deliver_upstream(
     w: &Worker,
     client: &mut ClientConn,
     out: &WsOut,
     mut sock: Box<upstream::UpstreamSocket>,
-    first: String,
+    first: Vec<String>,
     account: &Arc<str>,
     key: Option<&KeyView>,
     mut rec: Record,
@@ -474,40 +476,43 @@ pub async fn deliver_upstream(
     let mut facts = StreamFacts::default();
     let mut next = Some(first);
     let end = loop {
-        let text = match next.take() {
+        let texts = match next.take() {
             Some(t) => t,
-            None => match upstream::next_text(w, &mut sock, client).await {
+            None => match upstream::next_texts(w, &mut sock, client).await {
                 Ok(t) => t,
                 Err(e) => break Some(e),
             },
         };
-        let ev = crate::http::sse::ScannedEvent {
-            kind: crate::http::sse::EventKind::from_type(event_type(&text).as_bytes()),
-            data: Vec::new(),
-        };
-        let wanted = matches!(
-            ev.kind,
-            crate::http::sse::EventKind::Completed
-                | crate::http::sse::EventKind::Failed
-                | crate::http::sse::EventKind::Incomplete
-                | crate::http::sse::EventKind::RateLimits
-        );
-        if wanted {
-            // Only these carry what the record needs; the deltas are not parsed twice.
-            facts.absorb(&crate::http::sse::ScannedEvent {
-                kind: ev.kind,
-                data: text.as_bytes().to_vec(),
-            });
+        let mut batch = Vec::new();
+        let mut unframed = false;
+        for text in texts {
+            let kind = EventKind::from_type(event_type(&text).as_bytes());
+            if matches!(
+                kind,
+                EventKind::Completed
+                    | EventKind::Failed
+                    | EventKind::Incomplete
+                    | EventKind::RateLimits
+            ) {
+                // Only these carry what the record needs; the deltas are not parsed twice.
+                facts.absorb(&ScannedEvent {
+                    kind,
+                    data: text.as_bytes().to_vec(),
+                });
+            }
+            let Some(frame) = out.text(text) else {
+                unframed = true;
+                break;
+            };
+            batch.extend_from_slice(&frame);
         }
-        let Some(frame) = out.text(text) else {
-            break Some(upstream::ReadEnd::ClientGone);
-        };
-        rec.response_bytes += frame.len() as u64;
+        rec.response_bytes += batch.len() as u64;
         rec.ttfb.get_or_insert_with(|| rec.started.elapsed());
-        if client
-            .write(frame, w.shared.settings.client_write_timeout)
-            .await
-            .is_err()
+        if unframed
+            || client
+                .write(Bytes::from(batch), w.shared.settings.client_write_timeout)
+                .await
+                .is_err()
         {
             break Some(upstream::ReadEnd::ClientGone);
         }

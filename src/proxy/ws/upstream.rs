@@ -41,14 +41,16 @@ pub struct UpstreamSocket {
     auth: u64,
     conn: UpstreamConn,
     pending: BytesMut,
+    /// How the stream ended, when that came in the same read as messages still to deliver.
+    deferred: Option<(&'static str, String)>,
     reader: MessageReader,
     writer: MessageWriter,
 }
 
 /// How an attempt to start a turn over the upstream socket went.
 pub enum Attempt {
-    /// The upstream took the turn; its first message is to be delivered with the rest.
-    Started(Box<UpstreamSocket>, String),
+    /// The upstream took the turn; its first messages are to be delivered with the rest.
+    Started(Box<UpstreamSocket>, Vec<String>),
     /// Refused before any event, as an HTTP-shaped reply to classify (the upgrade's own status,
     /// or an error frame's `status` and `headers`).
     Refused { head: UpstreamHead, body: Bytes },
@@ -139,6 +141,7 @@ async fn open(
         auth: token_hash(&account.authorization),
         conn,
         pending,
+        deferred: None,
         reader: MessageReader::new(Role::Client, deflate, limits),
         writer: MessageWriter::new(Role::Client, deflate),
     })))
@@ -230,9 +233,9 @@ pub async fn attempt(
             }
             return Err(UpstreamError::Io(e));
         }
-        match next_text(w, &mut s, client).await {
-            Ok(text) => {
-                if let Some((head, body, code)) = refusal_of(&text) {
+        match next_texts(w, &mut s, client).await {
+            Ok(texts) => {
+                if let Some((head, body, code)) = texts.first().and_then(|t| refusal_of(t)) {
                     // The upstream's own age limit: a fresh socket, once.
                     if code.as_deref() == Some("websocket_connection_limit_reached") && first_try {
                         continue;
@@ -240,7 +243,7 @@ pub async fn attempt(
                     out.put_upstream(s);
                     return Ok(Attempt::Refused { head, body });
                 }
-                return Ok(Attempt::Started(s, text));
+                return Ok(Attempt::Started(s, texts));
             }
             // An idle socket the upstream closed meanwhile: a fresh one, once.
             Err(ReadEnd::Failed(..)) if reused && first_try => continue,
@@ -255,48 +258,66 @@ pub async fn attempt(
     Err(UpstreamError::Closed)
 }
 
-/// The next text message from the upstream; pings are answered on the way.
-pub async fn next_text(
+/// The text messages the upstream has sent: every one already received, or else the next read's
+/// worth (relayed to the client in one write). Pings are answered on the way; a close or a
+/// protocol error after some messages is reported on the next call, after those are delivered.
+pub async fn next_texts(
     w: &Worker,
     s: &mut UpstreamSocket,
     client: &ClientConn,
-) -> Result<String, ReadEnd> {
+) -> Result<Vec<String>, ReadEnd> {
+    if let Some((code, msg)) = s.deferred.take() {
+        return Err(ReadEnd::Failed(code, msg));
+    }
     let mut last_byte = Instant::now();
+    let mut texts = Vec::new();
     loop {
         loop {
-            let r = s.reader.feed(&s.pending).map_err(|e| {
-                ReadEnd::Failed(
+            let end = match s.reader.feed(&s.pending) {
+                Err(e) => Some((
                     "upstream_protocol_error",
                     format!("bad upstream frame: {e}"),
-                )
-            })?;
-            let _ = s.pending.split_to(r.consumed);
-            match r.message {
-                Some(Message::Text(t)) => return Ok(t),
-                Some(Message::Ping(p)) => {
-                    if let Ok(f) = s.writer.pong(&p) {
-                        let _ = s.conn.write_all(Bytes::from(f.to_vec())).await;
+                )),
+                Ok(r) => {
+                    let _ = s.pending.split_to(r.consumed);
+                    match r.message {
+                        Some(Message::Text(t)) => {
+                            texts.push(t);
+                            None
+                        }
+                        Some(Message::Ping(p)) => {
+                            if let Ok(f) = s.writer.pong(&p) {
+                                let _ = s.conn.write_all(Bytes::from(f.to_vec())).await;
+                            }
+                            None
+                        }
+                        Some(Message::Pong(_)) => None,
+                        Some(Message::Binary(_)) => Some((
+                            "upstream_protocol_error",
+                            "the upstream sent a binary message".to_string(),
+                        )),
+                        Some(Message::Close(f)) => Some((
+                            "upstream_closed",
+                            format!(
+                                "websocket closed by the upstream ({}) before response.completed",
+                                f.map_or(1005, |f| f.code.0)
+                            ),
+                        )),
+                        None if r.consumed == 0 => break,
+                        None => None,
                     }
                 }
-                Some(Message::Pong(_)) => {}
-                Some(Message::Binary(_)) => {
-                    return Err(ReadEnd::Failed(
-                        "upstream_protocol_error",
-                        "the upstream sent a binary message".into(),
-                    ))
+            };
+            if let Some((code, msg)) = end {
+                if texts.is_empty() {
+                    return Err(ReadEnd::Failed(code, msg));
                 }
-                Some(Message::Close(f)) => {
-                    return Err(ReadEnd::Failed(
-                        "upstream_closed",
-                        format!(
-                            "websocket closed by the upstream ({}) before response.completed",
-                            f.map_or(1005, |f| f.code.0)
-                        ),
-                    ))
-                }
-                None if r.consumed == 0 => break,
-                None => {}
+                s.deferred = Some((code, msg));
+                return Ok(texts);
             }
+        }
+        if !texts.is_empty() {
+            return Ok(texts);
         }
         let got = watched(w, client, last_byte, s.conn.next_bytes())
             .await
