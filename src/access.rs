@@ -44,6 +44,28 @@ impl Refusal {
 }
 
 /// Whether `ip` may connect: loopback always, else any address when the list is empty.
+/// Whether a request comes from a user of this machine: a loopback peer (IPv4-mapped too) that
+/// does not say it was forwarded. A reverse proxy on this machine connects from loopback on behalf
+/// of anyone; its forwarding headers mark such requests, and they get no loopback privilege (no
+/// key-less proxy use, no open dashboard).
+pub fn from_this_machine(
+    peer: std::net::SocketAddr,
+    head: &crate::http::request::RequestHead,
+) -> bool {
+    const FORWARDING: [&str; 5] = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+    ];
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() && !FORWARDING.iter().any(|h| head.header(h).is_some())
+}
+
 pub fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
     let ip = match ip {
         // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.

@@ -157,3 +157,48 @@ fn the_dashboard_has_its_own_allow_list_and_the_proxy_is_not_affected() {
     assert!(get(local, "/api/dashboard-auth/session").starts_with("HTTP/1.1 200"));
     gw.shutdown().unwrap();
 }
+
+/// Sends `request` (a complete HTTP/1.1 request) and returns the whole answer.
+fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_request_forwarded_by_a_local_proxy_gets_no_loopback_privilege() {
+    let env = Env::start(1);
+    let body = common::turn_body("through a proxy");
+    let turn = |extra: &str| {
+        format!(
+            "POST /backend-api/codex/responses HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // From this machine itself, key auth off: served.
+    assert!(exchange(env.addr, &turn("")).starts_with("HTTP/1.1 200"));
+    // The same bytes relayed by a reverse proxy on this machine, for someone else: refused.
+    for header in [
+        "x-forwarded-for: 203.0.113.9\r\n",
+        "forwarded: for=203.0.113.9\r\n",
+        "x-real-ip: 203.0.113.9\r\n",
+    ] {
+        let r = exchange(env.addr, &turn(header));
+        assert!(r.starts_with("HTTP/1.1 401"), "{header}: {r}");
+        // Nor is the dashboard open to it: with no password, it needs the bootstrap token.
+        let r = exchange(
+            env.addr,
+            &format!("GET /api/accounts HTTP/1.1\r\nhost: 127.0.0.1\r\n{header}connection: close\r\n\r\n"),
+        );
+        assert!(r.starts_with("HTTP/1.1 401"), "{header}: {r}");
+        assert!(r.contains("bootstrap_required"), "{header}: {r}");
+    }
+    let r = exchange(
+        env.addr,
+        "GET /api/accounts HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}

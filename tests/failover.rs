@@ -169,7 +169,9 @@ fn non_retryable_upstream_errors_are_relayed_as_they_are() {
 
 #[test]
 fn identity_headers_are_forwarded_and_auth_is_replaced() {
-    let env = Env::start(1);
+    // The request carries X-Forwarded-For, which takes away the key-less loopback use (see
+    // tests/access.rs); this test is about which headers go upstream, so remote use is allowed.
+    let env = Env::start_with(1, |s| s.insecure_allow_remote = true);
     let reply = env.turn(
         &turn_body("headers"),
         &[

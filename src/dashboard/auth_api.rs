@@ -283,7 +283,7 @@ async fn answer(
 ) -> Result<Answer, Failure> {
     let auth = &w.shared.admin_auth;
     let addr = client.peer.ip();
-    let loopback = addr.is_loopback();
+    let loopback = crate::access::from_this_machine(client.peer, head);
     if let Some(need) = route.need() {
         auth.check(caller, head, need)?;
     }

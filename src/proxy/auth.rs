@@ -45,7 +45,8 @@ pub fn authenticate(
     let now = now_unix();
     let presented = bearer(head);
     if !snap.auth_required {
-        if !peer.ip().is_loopback() && !w.shared.settings.insecure_allow_remote {
+        if !crate::access::from_this_machine(peer, head) && !w.shared.settings.insecure_allow_remote
+        {
             return Err(unauthorized(
                 "Proxy authentication must be configured before remote access is allowed: turn \
                  on API key auth (`codex-lb serve --api-key-auth`, or PUT /api/settings \

@@ -230,7 +230,7 @@ impl AdminAuth {
 
     /// Recognises the caller of an admin request.
     pub fn identify(&self, head: &RequestHead, peer: SocketAddr) -> Caller {
-        let loopback = peer.ip().is_loopback() || is_mapped_loopback(peer.ip());
+        let loopback = crate::access::from_this_machine(peer, head);
         if loopback {
             if let Some(token) = head
                 .header_str("authorization")
@@ -358,10 +358,6 @@ pub fn bootstrap_required() -> ApiError {
         "no dashboard password is set: set one with the bootstrap token from the gateway's log \
          (POST /api/dashboard-auth/password), or from the gateway's own machine",
     )
-}
-
-fn is_mapped_loopback(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
 /// Whether a `Host` header names this machine: `localhost` or a loopback IP, with any port.
