@@ -201,4 +201,10 @@ fn a_request_forwarded_by_a_local_proxy_gets_no_loopback_privilege() {
         "GET /api/accounts HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
     );
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // /metrics, loopback-only, is not served to a forwarded request either.
+    let r = exchange(
+        env.addr,
+        "GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 203.0.113.9\r\nconnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
 }

@@ -26,8 +26,13 @@ use crate::worker::Worker;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Answers a scrape. Returns whether the connection stays open.
-pub async fn handle(w: &Worker, client: &mut ClientConn, keep_alive: bool) -> bool {
-    if !client.peer.ip().is_loopback() {
+pub async fn handle(
+    w: &Worker,
+    client: &mut ClientConn,
+    head: &crate::http::request::RequestHead,
+    keep_alive: bool,
+) -> bool {
+    if !crate::access::from_this_machine(client.peer, head) {
         let err = ApiError::new(
             403,
             "permission_error",

@@ -543,7 +543,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
         }
         Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
         Route::Metrics => {
-            crate::dashboard::prometheus::handle(w, client, keep_alive && !has_body).await
+            crate::dashboard::prometheus::handle(w, client, &head, keep_alive && !has_body).await
         }
         Route::Admin(r) => crate::dashboard::handle(w, client, head, r).await,
         Route::Ui => {
