@@ -110,8 +110,9 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight streams may run before they are ended.
     #[arg(long, env = "CODEX_LB_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// How WebSocket clients' turns reach the upstream: `auto` (a WebSocket, or HTTP/SSE when
-    /// the upstream answers 426), `http`, or `websocket` (a 426 is the client's error).
+    /// How turns reach the upstream: `auto` (WebSocket clients over a WebSocket, or HTTP/SSE once
+    /// the upstream answers 426; HTTP clients over HTTP/SSE), `http`, or `websocket` (every Codex
+    /// turn over a WebSocket, HTTP clients' too; a 426 is the client's error).
     #[arg(long, env = "CODEX_LB_UPSTREAM_TRANSPORT", value_enum, default_value_t = UpstreamTransport::Auto)]
     pub upstream_transport: UpstreamTransport,
     /// A client WebSocket with no message for this long is closed (Codex reopens it).

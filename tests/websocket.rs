@@ -306,3 +306,36 @@ fn a_bad_key_is_refused_at_the_upgrade_with_its_status() {
         Ok(_) => panic!("upgraded without a valid key"),
     }
 }
+
+#[test]
+fn an_http_turn_can_reach_the_upstream_over_websocket_and_still_read_as_sse() {
+    let env = Env::start_with(1, |s| {
+        s.upstream_transport = codex_lb::config::UpstreamTransport::Websocket
+    });
+    let acct = env.mock.accounts()[0].chatgpt_account_id.clone();
+    let r = ureq::post(&env.url("/backend-api/codex/responses"))
+        .set("content-type", "application/json")
+        .send_string(&common::turn_body("http in, websocket out"))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_type(), "text/event-stream");
+    let text = r.into_string().unwrap();
+    assert!(
+        text.starts_with("event: response.created\ndata: {"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nevent: response.completed\ndata: {"),
+        "{text}"
+    );
+    assert_eq!(
+        env.mock.ws_turns(&acct),
+        1,
+        "the upstream leg was a WebSocket"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = env.get_json("/api/requests?limit=1");
+    let row = &rows["requests"][0];
+    assert_eq!(row["outcome"], "completed", "{row}");
+    assert!(row["total_tokens"].as_u64().unwrap() > 0, "{row}");
+}

@@ -20,6 +20,7 @@ use crate::accounts::quota;
 use crate::accounts::selection::{Pick, PickRequest};
 use crate::accounts::strategy::hash_str;
 use crate::accounts::{now_unix, AccountStatus, AccountView, Block, BlockReason};
+use crate::config::UpstreamTransport;
 use crate::control::{ControlMsg, Observation};
 use crate::http::error_body::ApiError;
 use crate::http::name_eq;
@@ -740,10 +741,15 @@ pub(crate) async fn serve_turn(
             inc(&w.metrics.failovers);
         }
         let req_head = account_head(&prefix, &account);
-        // A WebSocket client's turn goes over an upstream WebSocket while the upstream offers one.
+        // A WebSocket client's turn goes over an upstream WebSocket while the upstream offers one;
+        // a Codex HTTP turn does too when the owner asked for WebSocket only (a socket per turn).
         let ws_attempt = match &delivery {
             Delivery::WebSocket(out) if out.upstream_ws(w) => {
                 Some(upstream_ws::attempt(w, client, out, &head, &account, &body).await)
+            }
+            Delivery::Sse if s.upstream_transport == UpstreamTransport::Websocket => {
+                let scratch = crate::proxy::ws::WsOut::for_http_turn();
+                Some(upstream_ws::attempt(w, client, &scratch, &head, &account, &body).await)
             }
             _ => None,
         };
@@ -763,7 +769,19 @@ pub(crate) async fn serve_turn(
         let (up_head, err_body) = match got {
             Ok(Got::Ws(sock, first)) => {
                 let Delivery::WebSocket(out) = &delivery else {
-                    return false;
+                    let http11 = head.version_minor == 1;
+                    return crate::proxy::ws::sse::deliver(
+                        w,
+                        client,
+                        sock,
+                        first,
+                        &account.id,
+                        key.as_deref(),
+                        http11,
+                        keep_alive,
+                        rec,
+                    )
+                    .await;
                 };
                 return crate::proxy::ws::deliver_upstream(
                     w,

@@ -41,6 +41,7 @@ use crate::upstream::exchange::Exchange;
 use crate::worker::Worker;
 
 pub mod frames;
+pub mod sse;
 pub mod upstream;
 
 /// How often a waiting socket looks at the shutdown flag and its idle time.
@@ -56,6 +57,12 @@ pub struct WsOut {
 }
 
 impl WsOut {
+    /// For one HTTP client's turn over an upstream WebSocket: nothing is framed toward the
+    /// client, and the upstream socket is not kept.
+    pub fn for_http_turn() -> WsOut {
+        Self::new(MessageWriter::new(Role::Server, None))
+    }
+
     fn new(writer: MessageWriter) -> WsOut {
         WsOut {
             writer: RefCell::new(writer),
@@ -551,7 +558,7 @@ pub async fn deliver_upstream(
 }
 
 /// The `type` of an event message (`{"type":"…",…}`), read without parsing the rest.
-fn event_type(text: &str) -> &str {
+pub(crate) fn event_type(text: &str) -> &str {
     let Some(i) = text.find("\"type\"") else {
         return "";
     };
