@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::client::ClientConn;
 use super::events::StreamFacts;
 use super::events_in::{EventReader, Read};
-use super::responses::{settle_turn, Delivery};
+use super::responses::{settle_cancelled, settle_turn, Delivery};
 use super::{record, Record};
 use crate::http::chunked::{chunk_header, LAST_CHUNK};
 use crate::http::response::{full_response, write_head, OutFraming};
@@ -93,10 +93,7 @@ pub async fn deliver(
         w.pool.borrow_mut().put(ex.conn, Instant::now());
     }
     if matches!(end, Some(Read::ClientGone)) {
-        rec.outcome = Outcome::Cancelled;
-        settle_turn(w, account, key, &mut rec, facts);
-        record(w, rec);
-        return false;
+        return settle_cancelled(w, account, key, rec, facts);
     }
     let (status, body) = match collector.finish() {
         Collected::Response(response) => match &chat {
@@ -210,10 +207,7 @@ async fn stream_chat(
         }
     };
     if gone || matches!(end, Some(Read::ClientGone)) {
-        rec.outcome = Outcome::Cancelled;
-        settle_turn(w, account, key, &mut rec, facts);
-        record(w, rec);
-        return false;
+        return settle_cancelled(w, account, key, rec, facts);
     }
     if let Some(Read::Failed(code, _)) = &end {
         rec.error_code = Some((*code).to_string());

@@ -1239,6 +1239,21 @@ pub fn settle_turn(
     }
 }
 
+/// A turn whose client went away mid-stream: what it used is still settled and recorded.
+/// Returns false (the connection is done).
+pub fn settle_cancelled(
+    w: &Worker,
+    account: &Arc<str>,
+    key: Option<&KeyView>,
+    mut rec: Record,
+    facts: StreamFacts,
+) -> bool {
+    rec.outcome = Outcome::Cancelled;
+    settle_turn(w, account, key, &mut rec, facts);
+    record(w, rec);
+    false
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn relay_success(
     w: &Rc<Worker>,

@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::client::ClientConn;
 use super::events::StreamFacts;
 use super::events_in::{EventReader, Read};
-use super::responses::{serve_turn, settle_turn, Delivery};
+use super::responses::{serve_turn, settle_cancelled, settle_turn, Delivery};
 use super::{auth, record, Record};
 use crate::config::UpstreamTransport;
 use crate::http::error_body::ApiError;
@@ -433,10 +433,7 @@ pub async fn deliver(
         }
     };
     if gone || matches!(end, Some(Read::ClientGone)) {
-        rec.outcome = Outcome::Cancelled;
-        settle_turn(w, account, key, &mut rec, facts);
-        record(w, rec);
-        return false;
+        return settle_cancelled(w, account, key, rec, facts);
     }
     if end.is_none() && reader.clean && facts.terminal.is_some() {
         w.pool.borrow_mut().put(ex.conn, Instant::now());
@@ -533,19 +530,10 @@ pub async fn deliver_upstream(
             true
         }
         Some(upstream::ReadEnd::ClientGone) => {
-            rec.outcome = Outcome::Cancelled;
-            settle_turn(w, account, key, &mut rec, facts);
-            record(w, rec);
-            return false;
+            return settle_cancelled(w, account, key, rec, facts);
         }
         Some(e) => {
-            let (code, message) = match e {
-                upstream::ReadEnd::Failed(code, msg) => (code, msg),
-                _ => (
-                    "server_shutting_down",
-                    "the gateway is restarting".to_string(),
-                ),
-            };
+            let (code, message) = e.failure();
             rec.error_code = Some(code.to_string());
             let failed = frames::stream_failed(facts.response_id.as_deref(), code, &message);
             send(w, client, out.text(failed)).await

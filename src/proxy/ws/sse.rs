@@ -17,7 +17,7 @@ use crate::keys::KeyView;
 use crate::ledger::Outcome;
 use crate::proxy::client::ClientConn;
 use crate::proxy::events::StreamFacts;
-use crate::proxy::responses::settle_turn;
+use crate::proxy::responses::{settle_cancelled, settle_turn};
 use crate::proxy::{record, Record};
 use crate::worker::Worker;
 
@@ -112,19 +112,10 @@ pub async fn deliver(
     match end {
         None => {}
         Some(ReadEnd::ClientGone) => {
-            rec.outcome = Outcome::Cancelled;
-            settle_turn(w, account, key, &mut rec, facts);
-            record(w, rec);
-            return false;
+            return settle_cancelled(w, account, key, rec, facts);
         }
         Some(e) => {
-            let (code, message) = match e {
-                ReadEnd::Failed(code, msg) => (code, msg),
-                _ => (
-                    "server_shutting_down",
-                    "the gateway is restarting".to_string(),
-                ),
-            };
+            let (code, message) = e.failure();
             rec.error_code = Some(code.to_string());
             tail = response_failed_event(facts.response_id.as_deref(), code, &message);
         }

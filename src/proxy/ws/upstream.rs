@@ -66,6 +66,21 @@ pub enum ReadEnd {
     Failed(&'static str, String),
 }
 
+impl ReadEnd {
+    /// The code and words of the `response.failed` a broken turn ends with (the client being
+    /// gone has no such event; it is named anyway for the record).
+    pub fn failure(self) -> (&'static str, String) {
+        match self {
+            ReadEnd::Failed(code, msg) => (code, msg),
+            ReadEnd::ShuttingDown => (
+                "server_shutting_down",
+                "the gateway is restarting".to_string(),
+            ),
+            ReadEnd::ClientGone => ("client_disconnected", "the client went away".to_string()),
+        }
+    }
+}
+
 /// The upgrade request for `account`, carrying the client's forwarded headers.
 fn upgrade_request(
     w: &Worker,
