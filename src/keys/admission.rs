@@ -76,8 +76,7 @@ pub fn admit(
     }
     if let Some(rpm) = p.requests_per_minute {
         let minute = now - now % 60;
-        if key.live.minute.add(minute, 1) > u64::from(rpm) {
-            key.live.minute.sub(minute, 1);
+        if !key.live.minute.take_within(minute, u64::from(rpm)) {
             return Err(Refusal::Exhausted {
                 what: "requests per minute".into(),
                 resets_at: minute + 60,

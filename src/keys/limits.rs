@@ -3,7 +3,7 @@
 //! the Unix epoch), the UTC day, the ISO week (from Monday 00:00), the calendar month. A window
 //! ends at a fixed instant everyone can name, which is what the 429 tells the key holder.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime, Time};
@@ -205,56 +205,64 @@ pub struct Spent {
 }
 
 /// A counter for the current window; it starts over when a new window begins.
+///
+/// The window start and the count change together under one small lock: with two atomics, two
+/// workers opening a new window at once could each reset and add, and a burst on a fresh key then
+/// got one request more than its pace. The lock is held for a compare and an add, never across I/O.
 #[derive(Debug, Default)]
 pub struct WindowCounter {
-    start: AtomicU64,
-    value: AtomicU64,
+    state: Mutex<(u64, u64)>,
 }
 
 impl WindowCounter {
     pub fn new(start: u64, value: u64) -> Self {
         WindowCounter {
-            start: AtomicU64::new(start),
-            value: AtomicU64::new(value),
+            state: Mutex::new((start, value)),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        // Nothing that can panic runs under the lock, so a poisoned one still holds a good pair.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The count in the window starting at `start` (0 if the counter holds an older window).
     pub fn get(&self, start: u64) -> u64 {
-        if self.start.load(Ordering::Acquire) == start {
-            self.value.load(Ordering::Acquire)
+        let s = self.lock();
+        if s.0 == start {
+            s.1
         } else {
             0
         }
     }
 
-    /// Adds `n` in the window starting at `start`; returns the new count.
+    /// Adds `n` in the window starting at `start`; returns the new count. A late writer for a
+    /// window older than the one held adds nothing and gets 0.
     pub fn add(&self, start: u64, n: u64) -> u64 {
-        let seen = self.start.load(Ordering::Acquire);
-        if seen < start
-            && self
-                .start
-                .compare_exchange(seen, start, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            // The first writer of a new window resets it; a writer racing with it may lose its
-            // `n` to the reset, which only ever undercounts by one request at a boundary.
-            self.value.store(0, Ordering::Release);
-        } else if seen > start {
+        let mut s = self.lock();
+        if s.0 < start {
+            *s = (start, 0);
+        } else if s.0 > start {
             return 0;
         }
-        self.value.fetch_add(n, Ordering::AcqRel) + n
+        s.1 += n;
+        s.1
     }
 
-    /// Takes back `n` added in the window starting at `start` (a refused request).
-    pub fn sub(&self, start: u64, n: u64) {
-        if self.start.load(Ordering::Acquire) == start {
-            let _ = self
-                .value
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                    Some(v.saturating_sub(n))
-                });
+    /// Adds one in the window starting at `start` if that keeps the count at or under `limit`;
+    /// `false` (and nothing added) when the window is full.
+    pub fn take_within(&self, start: u64, limit: u64) -> bool {
+        let mut s = self.lock();
+        // A start older than the one held (a clock that stepped back) counts against the newer
+        // window rather than reopening an old one.
+        if s.0 < start {
+            *s = (start, 0);
         }
+        if s.1 >= limit {
+            return false;
+        }
+        s.1 += 1;
+        true
     }
 }
 
@@ -311,6 +319,25 @@ mod tests {
         // A late writer for an older window does not disturb the new one.
         assert_eq!(c.add(100, 7), 0);
         assert_eq!(c.get(200), 1);
+    }
+
+    #[test]
+    fn take_within_stops_exactly_at_the_limit_under_contention() {
+        let c = std::sync::Arc::new(WindowCounter::default());
+        let taken: usize = (0..8)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || (0..100).filter(|_| c.take_within(60, 50)).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(taken, 50);
+        assert_eq!(c.get(60), 50);
+        // A new window starts empty.
+        assert!(c.take_within(120, 1));
+        assert!(!c.take_within(120, 1));
     }
 
     #[test]
