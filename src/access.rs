@@ -43,7 +43,6 @@ impl Refusal {
     }
 }
 
-/// Whether `ip` may connect: loopback always, else any address when the list is empty.
 /// Whether a request comes from a user of this machine: a loopback peer (IPv4-mapped too) that
 /// does not say it was forwarded. A reverse proxy on this machine connects from loopback on behalf
 /// of anyone; its forwarding headers mark such requests, and they get no loopback privilege (no
@@ -59,19 +58,94 @@ pub fn from_this_machine(
         "true-client-ip",
         "cf-connecting-ip",
     ];
-    let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    ip.is_loopback() && !FORWARDING.iter().any(|h| head.header(h).is_some())
+    unmapped(peer.ip()).is_loopback() && !FORWARDING.iter().any(|h| head.header(h).is_some())
 }
 
-pub fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
-    let ip = match ip {
-        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+/// An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d; lists name it a.b.c.d.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
-    };
+    }
+}
+
+/// The address a request is from. Normally the TCP peer; when the peer is one of
+/// `--trusted-proxy`, the address that proxy says it forwarded for: the right-most entry of
+/// `X-Forwarded-For` (all its lines, in order) that is not itself a trusted proxy, so a client
+/// cannot name its own address by sending the header through the proxy — the proxy appends the
+/// address it saw, and only entries right of the first untrusted one are believed. Without
+/// `X-Forwarded-For`, RFC 7239 `Forwarded: for=` is read the same way. An entry that does not
+/// parse stops the walk at the last believed address.
+pub fn client_ip<'h>(
+    trusted: &[IpNet],
+    peer: IpAddr,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+) -> IpAddr {
+    let peer = unmapped(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut chain: Vec<&str> = Vec::new();
+    for name in ["x-forwarded-for", "forwarded"] {
+        for (_, v) in headers
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            let Ok(v) = std::str::from_utf8(v) else {
+                return peer;
+            };
+            if name == "forwarded" {
+                chain.extend(v.split(',').filter_map(forwarded_for));
+            } else {
+                chain.extend(v.split(','));
+            }
+        }
+        if !chain.is_empty() {
+            break;
+        }
+    }
+    let mut from = peer;
+    for entry in chain.iter().rev() {
+        match parse_hop(entry) {
+            Some(ip) => {
+                from = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    from
+}
+
+/// The `for=` node of one `Forwarded` element (`for=192.0.2.1;proto=https`).
+fn forwarded_for(element: &str) -> Option<&str> {
+    element.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })
+}
+
+/// One hop as proxies write it: `1.2.3.4`, `1.2.3.4:567`, `2001:db8::1`, `[2001:db8::1]:567`,
+/// optionally quoted (RFC 7239).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim().trim_matches('"');
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(unmapped(ip));
+    }
+    if let Some(rest) = e.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok().map(unmapped);
+    }
+    let (host, port) = e.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// Whether `ip` may connect: loopback always, else any address when the list is empty.
+pub fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
+    let ip = unmapped(ip);
     ip.is_loopback() || allow.is_empty() || allow.iter().any(|n| n.contains(&ip))
 }
 
@@ -120,6 +194,72 @@ mod tests {
         assert!(allowed(&nets, "::ffff:10.1.9.9".parse().unwrap()));
         assert!(allowed(&nets, "fd12::1".parse().unwrap()));
         assert!(allowed(&[], "203.0.113.7".parse().unwrap()));
+    }
+
+    fn from(trusted: &[&str], peer: &str, headers: &[(&'static str, &'static str)]) -> String {
+        let trusted: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        let hs = headers.iter().map(|(n, v)| (*n, v.as_bytes()));
+        client_ip(&trusted, peer.parse().unwrap(), hs).to_string()
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let xff = |v| vec![("X-Forwarded-For", v)];
+        // An untrusted peer's header is ignored.
+        assert_eq!(from(&[], "203.0.113.9", &xff("10.0.0.1")), "203.0.113.9");
+        assert_eq!(
+            from(&["127.0.0.1/32"], "10.9.9.9", &xff("10.0.0.1")),
+            "10.9.9.9"
+        );
+        // A trusted proxy: the right-most untrusted hop, so a client's own forged entry (left of
+        // what the proxy appended) is not believed.
+        let t = ["127.0.0.1/32", "10.0.0.0/24"];
+        assert_eq!(from(&t, "127.0.0.1", &xff("198.51.100.7")), "198.51.100.7");
+        assert_eq!(
+            from(
+                &t,
+                "::ffff:127.0.0.1",
+                &xff("1.1.1.1, 198.51.100.7, 10.0.0.5")
+            ),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            from(
+                &t,
+                "127.0.0.1",
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-for", "198.51.100.7")
+                ]
+            ),
+            "198.51.100.7"
+        );
+        // Everything trusted: the left-most hop; garbage stops at the last believed address.
+        assert_eq!(
+            from(&t, "127.0.0.1", &xff("10.0.0.3, 10.0.0.4")),
+            "10.0.0.3"
+        );
+        assert_eq!(
+            from(&t, "127.0.0.1", &xff("1.2.3.4, not-an-ip, 10.0.0.4")),
+            "10.0.0.4"
+        );
+        assert_eq!(from(&t, "127.0.0.1", &xff("unknown")), "127.0.0.1");
+        assert_eq!(from(&t, "127.0.0.1", &[]), "127.0.0.1");
+        // Ports and brackets as proxies write them; RFC 7239 when there is no X-Forwarded-For.
+        assert_eq!(
+            from(&t, "127.0.0.1", &xff("198.51.100.7:4711")),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            from(&t, "127.0.0.1", &xff("[2001:db8::7]:4711")),
+            "2001:db8::7"
+        );
+        assert_eq!(from(&t, "127.0.0.1", &xff("2001:db8::7")), "2001:db8::7");
+        let fwd = [(
+            "Forwarded",
+            r#"for=6.6.6.6, for="[2001:db8::9]:80";proto=https"#,
+        )];
+        assert_eq!(from(&t, "127.0.0.1", &fwd), "2001:db8::9");
     }
 
     #[test]

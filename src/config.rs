@@ -187,6 +187,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub dashboard_allow_cidrs: Vec<ipnet::IpNet>,
+    /// Reverse proxies whose `X-Forwarded-For` (or `Forwarded: for=`) names the client (CIDR,
+    /// repeatable or comma-separated). Requests they forward are judged by that address: the
+    /// allow-lists, the dashboard's login throttle and the request log. Empty: no one's.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CODEX_LB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Connections one client address may hold open on one worker; past it, 503 and close.
     #[arg(long, env = "CODEX_LB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
@@ -353,6 +362,7 @@ pub struct Settings {
     pub insecure_allow_remote: bool,
     pub allow_cidrs: Vec<ipnet::IpNet>,
     pub dashboard_allow_cidrs: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub max_connections_per_client: usize,
     pub allow_open_data_dir: bool,
     pub dashboard_session_ttl: Duration,
@@ -428,6 +438,7 @@ impl Settings {
             insecure_allow_remote: a.insecure_allow_remote,
             allow_cidrs: a.allow_cidrs.clone(),
             dashboard_allow_cidrs: a.dashboard_allow_cidrs.clone(),
+            trusted_proxies: a.trusted_proxies.clone(),
             allow_open_data_dir: a.target.allow_open_data_dir,
             max_connections_per_client: a.max_connections_per_client,
             dashboard_session_ttl: a.dashboard_session_ttl,

@@ -208,3 +208,86 @@ fn a_request_forwarded_by_a_local_proxy_gets_no_loopback_privilege() {
     );
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
 }
+
+/// `--trusted-proxy`: a reverse proxy on this machine forwards for clients elsewhere, and each
+/// request is judged by the client's address, not the proxy's: the allow-lists, the login
+/// throttle and the request log.
+#[test]
+fn a_trusted_proxy_s_forwarded_address_is_who_the_request_is_from() {
+    let env = Env::start_with(1, |s| {
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        s.allow_cidrs = vec!["198.51.100.0/24".parse().unwrap()];
+        s.dashboard_allow_cidrs = vec!["198.51.100.0/25".parse().unwrap()];
+        // Forwarded requests are not this machine's: key-less proxy use needs the opt-out.
+        s.insecure_allow_remote = true;
+    });
+    let body = common::turn_body("forwarded");
+    let turn = |xff: &str, id: &str| {
+        format!(
+            "POST /backend-api/codex/responses HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\nx-request-id: {id}\r\nx-forwarded-for: {xff}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Outside --allow-cidr, though the proxy itself is loopback: refused.
+    let r = exchange(env.addr, &turn("203.0.113.9", "fw-1"));
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("ip_forbidden"),
+        "{r}"
+    );
+    // A client cannot choose its address by sending the header itself: the proxy appends what
+    // it saw, and that right-most entry is the one believed.
+    let r = exchange(env.addr, &turn("198.51.100.7, 203.0.113.9", "fw-2"));
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = exchange(env.addr, &turn("203.0.113.9, 198.51.100.7", "fw-3"));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // The request log names the client, not the proxy.
+    let row = env
+        .wait_for(Duration::from_secs(5), |e| {
+            e.get_json("/api/requests?limit=50")["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["request_id"] == "fw-3")
+                .cloned()
+        })
+        .expect("the forwarded turn is logged");
+    assert_eq!(row["client_ip"], "198.51.100.7", "{row}");
+
+    // The dashboard's narrower list, by the forwarded address too.
+    let dash = |xff: &str| {
+        exchange(
+            env.addr,
+            &format!("GET /api/dashboard-auth/session HTTP/1.1\r\nhost: gw\r\nx-forwarded-for: {xff}\r\nconnection: close\r\n\r\n"),
+        )
+    };
+    let r = dash("198.51.100.200");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("dashboard_ip_forbidden"),
+        "{r}"
+    );
+    assert!(dash("198.51.100.20").starts_with("HTTP/1.1 200"));
+
+    // Login throttling counts per client: one locked-out client behind the proxy does not lock
+    // out the next.
+    let session = env.get_json("/api/dashboard-auth/session");
+    let csrf = session["csrf_token"].as_str().unwrap();
+    let set = r#"{"new_password":"the real password"}"#;
+    let r = exchange(
+        env.addr,
+        &format!("POST /api/dashboard-auth/password HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nx-csrf-token: {csrf}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{set}", set.len()),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let login = |xff: &str, password: &str| {
+        let b = format!(r#"{{"password":"{password}"}}"#);
+        exchange(
+            env.addr,
+            &format!("POST /api/dashboard-auth/login HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\nx-forwarded-for: {xff}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}", b.len()),
+        )
+    };
+    for _ in 0..5 {
+        assert!(login("198.51.100.21", "wrong").starts_with("HTTP/1.1 401"));
+    }
+    assert!(login("198.51.100.21", "the real password").starts_with("HTTP/1.1 429"));
+    let r = login("198.51.100.22", "the real password");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}

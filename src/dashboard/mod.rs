@@ -120,8 +120,8 @@ impl AdminRoute {
 }
 
 /// The dashboard's own network allow-list (`--dashboard-allow-cidr`), beside the port's.
-pub fn dashboard_reachable(w: &Worker, peer: std::net::SocketAddr) -> Result<(), ApiError> {
-    if crate::access::allowed(&w.shared.settings.dashboard_allow_cidrs, peer.ip()) {
+pub fn dashboard_reachable(w: &Worker, client: std::net::IpAddr) -> Result<(), ApiError> {
+    if crate::access::allowed(&w.shared.settings.dashboard_allow_cidrs, client) {
         return Ok(());
     }
     Err(ApiError::new(
@@ -236,7 +236,7 @@ pub async fn handle(
     route: AdminRoute,
 ) -> bool {
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
-    if let Err(err) = dashboard_reachable(w, client.peer) {
+    if let Err(err) = dashboard_reachable(w, client.origin) {
         return reply_error(w, client, &err, false).await;
     }
     let caller = w.shared.admin_auth.identify(&head, client.peer);
@@ -398,6 +398,8 @@ fn server_facts(w: &Worker) -> serde_json::Value {
         "failover_attempts": s.failover_attempts,
         "dashboard_session_ttl_secs": s.dashboard_session_ttl.as_secs(),
         "allow_cidrs": s.allow_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "dashboard_allow_cidrs": s.dashboard_allow_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "trusted_proxies": s.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
     })
 }
 

@@ -75,7 +75,7 @@ fn lookup(path: &str) -> Option<Asset> {
 }
 
 pub async fn serve(w: &Rc<Worker>, client: &mut ClientConn, path: &str, keep_alive: bool) -> bool {
-    if let Err(err) = super::dashboard_reachable(w, client.peer) {
+    if let Err(err) = super::dashboard_reachable(w, client.origin) {
         return crate::proxy::reply_error(w, client, &err, false).await;
     }
     let Some(asset) = lookup(path) else {

@@ -102,7 +102,7 @@ impl RequestHead {
             .map(|(_, v)| v)
     }
 
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
         self.headers
             .iter()
             .map(move |(n, v)| (self.str_at(n), self.raw.get(v.clone()).unwrap_or_default()))

@@ -91,6 +91,9 @@ pub struct ClientConn {
     /// The TCP socket's fd (under TLS too): for peeking whether the client went away.
     raw_fd: RawFd,
     pub peer: SocketAddr,
+    /// Who the current request is from: the peer, or the client a trusted proxy forwarded for
+    /// (`access::client_ip`), set as each head is read.
+    pub origin: std::net::IpAddr,
     rbuf: BytesMut,
 }
 
@@ -100,6 +103,7 @@ impl ClientConn {
             raw_fd: stream.as_raw_fd(),
             io: Io::Plain(stream),
             peer,
+            origin: peer.ip(),
             rbuf: BytesMut::with_capacity(READ_RESERVE),
         }
     }
@@ -114,6 +118,7 @@ impl ClientConn {
             raw_fd,
             io: Io::Tls(Box::new(stream)),
             peer,
+            origin: peer.ip(),
             rbuf: BytesMut::with_capacity(READ_RESERVE),
         }
     }

@@ -179,7 +179,7 @@ impl Record {
         w: &Worker,
         head: &RequestHead,
         route: &'static str,
-        peer: std::net::SocketAddr,
+        client_ip: std::net::IpAddr,
     ) -> Record {
         Record {
             started: Instant::now(),
@@ -188,7 +188,7 @@ impl Record {
                 .map_or_else(|| w.new_request_id(), str::to_string),
             route,
             transport: "http",
-            client_ip: peer.ip(),
+            client_ip,
             user_agent: head.header_str("user-agent").and_then(user_agent_family),
             conversation: None,
             effort: None,
@@ -497,6 +497,20 @@ pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::
                 return;
             }
         };
+        client.origin = crate::access::client_ip(&s.trusted_proxies, peer.ip(), head.headers());
+        // A trusted proxy's connection was let in at accept; the client it forwards for is
+        // checked against the same allow-list here.
+        if !s.trusted_proxies.is_empty() && !crate::access::allowed(&s.allow_cidrs, client.origin) {
+            let (status, kind, code, message) = crate::access::Refusal::Forbidden.answer();
+            reply_error(
+                &w,
+                &mut client,
+                &ApiError::new(status, kind, code, message),
+                false,
+            )
+            .await;
+            return;
+        }
         // A dashboard's live feed is a connection that stays open, not a request in flight.
         let _in_flight = (head.path() != "/api/live").then(|| InFlight::new(&w));
         if !handle_request(&w, &mut client, head).await || w.shared.shutdown.is_requested() {
@@ -510,7 +524,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
     let has_body = head.framing != crate::http::request::BodyFraming::None;
     match route(head.method(), head.path()) {
         Route::Proxy(p) => {
-            let mut rec = Record::new(w, &head, p.name(), client.peer);
+            let mut rec = Record::new(w, &head, p.name(), client.origin);
             if p == ProxyRoute::ResponsesWebSocket {
                 rec.transport = "websocket";
             }
