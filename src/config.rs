@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_HEAD_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_IDLE_KEEPALIVE_TIMEOUT: &str = "75s";
 pub const DEFAULT_CLIENT_BODY_TIMEOUT: &str = "30s";
+/// A 16 MiB body at 0.5 Mbit/s, a slow hotel uplink, takes about 4.5 minutes.
+pub const DEFAULT_CLIENT_BODY_DEADLINE: &str = "5m";
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT: &str = "60s";
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "10s";
 /// Matches the Codex CLI's own stream idle timeout (300 s): never cut a stream the CLI would wait for.
@@ -98,6 +100,9 @@ pub struct ServeArgs {
     /// Longest pause between request body bytes.
     #[arg(long, env = "CODEX_LB_CLIENT_BODY_TIMEOUT", default_value = DEFAULT_CLIENT_BODY_TIMEOUT, value_parser = parse_duration)]
     pub client_body_timeout: Duration,
+    /// Longest a whole request body may take to arrive, however steadily it drips.
+    #[arg(long, env = "CODEX_LB_CLIENT_BODY_DEADLINE", default_value = DEFAULT_CLIENT_BODY_DEADLINE, value_parser = parse_duration)]
+    pub client_body_deadline: Duration,
     /// Longest a write to a client may stall (a client that stopped reading).
     #[arg(long, env = "CODEX_LB_CLIENT_WRITE_TIMEOUT", default_value = DEFAULT_CLIENT_WRITE_TIMEOUT, value_parser = parse_duration)]
     pub client_write_timeout: Duration,
@@ -342,6 +347,7 @@ pub struct Settings {
     pub head_read_timeout: Duration,
     pub idle_keepalive_timeout: Duration,
     pub client_body_timeout: Duration,
+    pub client_body_deadline: Duration,
     pub client_write_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_idle_timeout: Duration,
@@ -419,6 +425,7 @@ impl Settings {
             head_read_timeout: a.head_read_timeout,
             idle_keepalive_timeout: a.idle_keepalive_timeout,
             client_body_timeout: a.client_body_timeout,
+            client_body_deadline: a.client_body_deadline,
             client_write_timeout: a.client_write_timeout,
             upstream_connect_timeout: a.upstream_connect_timeout,
             upstream_idle_timeout: a.upstream_idle_timeout,

@@ -999,6 +999,47 @@ fn a_body_shorter_than_its_content_length_then_close_is_dropped_at_once() {
 }
 
 #[test]
+fn a_body_that_drips_under_the_pause_limit_is_still_cut_at_its_deadline() {
+    let _g = light();
+    let env = Env::start_with(1, |s| {
+        s.client_body_timeout = Duration::from_millis(800);
+        s.client_body_deadline = Duration::from_millis(1500);
+    });
+    let body = turn_body("one byte at a time");
+    let mut s = TcpStream::connect(env.addr).unwrap();
+    s.write_all(
+        format!(
+            "POST /backend-api/codex/responses HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Every pause is well under the 800 ms pause cap; the body would take many seconds.
+    let t = Instant::now();
+    for b in body.as_bytes() {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if t.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let (raw, _) = read_until_close(&mut s, LIMIT);
+    let (status, v) = parse_raw_response(&raw);
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(v["error"]["code"], "request_timeout");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("within"),
+        "{v}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(turns_served(&env), 0);
+    assert_still_healthy(&env);
+}
+
+#[test]
 fn bytes_past_the_content_length_are_never_a_smuggled_turn() {
     let _g = light();
     let env = Env::start(1);

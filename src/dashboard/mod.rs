@@ -252,6 +252,7 @@ pub async fn handle(
             &head,
             MAX_IMPORT_BYTES,
             w.shared.settings.client_body_timeout,
+            w.shared.settings.client_body_deadline,
         )
         .await
     {

@@ -37,8 +37,10 @@ pub enum ReadHeadError {
 pub enum BodyError {
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
-    #[error("request body not received in time")]
-    Timeout,
+    #[error("request body paused for longer than {0:?}")]
+    Stalled(Duration),
+    #[error("request body not received within {0:?}")]
+    TooSlow(Duration),
     #[error("client closed the connection mid-body")]
     Closed,
     #[error("bad chunked body: {0}")]
@@ -57,7 +59,7 @@ impl BodyError {
             BodyError::TooLarge(_) => {
                 ApiError::invalid_request("payload_too_large", self.to_string())
             }
-            BodyError::Timeout => ApiError::new(
+            BodyError::Stalled(_) | BodyError::TooSlow(_) => ApiError::new(
                 408,
                 "invalid_request_error",
                 "request_timeout",
@@ -84,6 +86,13 @@ impl BodyError {
 enum Io {
     Plain(TcpStream),
     Tls(Box<monoio_rustls::ServerTlsStream<TcpStream>>),
+}
+
+/// How long a request body may take.
+struct BodyWait {
+    pause: Duration,
+    total: Duration,
+    deadline: Instant,
 }
 
 pub struct ClientConn {
@@ -197,12 +206,21 @@ impl ClientConn {
 
     /// Reads the body `head` announces, decoding `Content-Encoding` (zstd, gzip, deflate), capped
     /// at `max` bytes before and after decoding. Answers `Expect: 100-continue` first.
+    /// Reads the whole body: at most `max` bytes, no pause longer than `pause`, and all of it
+    /// within `total` of now — a pause cap alone would let a client drip a byte per pause and
+    /// hold the connection for days.
     pub async fn read_body(
         &mut self,
         head: &RequestHead,
         max: usize,
-        idle: Duration,
+        pause: Duration,
+        total: Duration,
     ) -> Result<Bytes, BodyError> {
+        let wait = BodyWait {
+            pause,
+            total,
+            deadline: Instant::now() + total,
+        };
         let raw = match head.framing {
             BodyFraming::None => Bytes::new(),
             BodyFraming::Length(n) => {
@@ -215,7 +233,7 @@ impl ClientConn {
                     if self.rbuf.capacity() < n {
                         self.rbuf.reserve(n - self.rbuf.len());
                     }
-                    self.fill_body(idle).await?;
+                    self.fill_body(&wait).await?;
                 }
                 self.rbuf.split_to(n).freeze()
             }
@@ -232,7 +250,7 @@ impl ClientConn {
                     if feed.done {
                         break;
                     }
-                    self.fill_body(idle).await?;
+                    self.fill_body(&wait).await?;
                 }
                 body.freeze()
             }
@@ -240,11 +258,15 @@ impl ClientConn {
         decode_content(head, raw, max)
     }
 
-    async fn fill_body(&mut self, idle: Duration) -> Result<(), BodyError> {
-        match self.fill(Instant::now() + idle).await {
+    async fn fill_body(&mut self, wait: &BodyWait) -> Result<(), BodyError> {
+        let paused = Instant::now() + wait.pause;
+        match self.fill(paused.min(wait.deadline)).await {
             Ok(0) | Err(FillError::Io) => Err(BodyError::Closed),
             Ok(_) => Ok(()),
-            Err(FillError::Timeout) => Err(BodyError::Timeout),
+            Err(FillError::Timeout) if paused < wait.deadline => {
+                Err(BodyError::Stalled(wait.pause))
+            }
+            Err(FillError::Timeout) => Err(BodyError::TooSlow(wait.total)),
         }
     }
 

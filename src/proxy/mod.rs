@@ -384,7 +384,10 @@ pub async fn send(w: &Worker, client: &mut ClientConn, bytes: Bytes, keep_alive:
 
 /// The envelope for a body that could not be read (`None`: the client is gone), counted.
 pub fn body_error(w: &Worker, e: &client::BodyError) -> Option<ApiError> {
-    if matches!(e, client::BodyError::Timeout) {
+    if matches!(
+        e,
+        client::BodyError::Stalled(_) | client::BodyError::TooSlow(_)
+    ) {
         inc(&w.metrics.timeouts);
     }
     e.to_api_error()

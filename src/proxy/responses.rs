@@ -572,7 +572,12 @@ async fn read_turn_body(
 ) -> Result<Bytes, bool> {
     let s = &w.shared.settings;
     match client
-        .read_body(head, s.max_body_bytes, s.client_body_timeout)
+        .read_body(
+            head,
+            s.max_body_bytes,
+            s.client_body_timeout,
+            s.client_body_deadline,
+        )
         .await
     {
         Ok(b) => {
