@@ -15,6 +15,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// `CODEX_LB_DEBUG_SIZES=1` prints each connection task's size (a memory-tuning aid, tuning.md);
+/// read once, not per accept.
+static DEBUG_SIZES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("CODEX_LB_DEBUG_SIZES").is_some());
+
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use thiserror::Error;
@@ -74,13 +79,16 @@ pub enum StartError {
     #[error(
         "refusing to listen on non-loopback address {0} without a dashboard password: set one first \
          with `codex-lb dashboard set-password` (or start on loopback and set it in the dashboard), \
-         or pass --insecure-allow-remote to use the one-time bootstrap token from this log instead"
+         or pass --insecure-allow-remote to set it from afar with the one-time bootstrap token the \
+         gateway then writes to <data dir>/dashboard-bootstrap.token"
     )]
     RemoteWithoutPassword(SocketAddr),
     #[error("client TLS: {0}")]
     ServerTls(#[from] crate::server_tls::ServerTlsError),
     #[error("cannot read or create the admin token file in the data dir: {0}")]
     AdminToken(std::io::Error),
+    #[error("cannot write the dashboard's bootstrap token file in the data dir: {0}")]
+    BootstrapToken(std::io::Error),
     #[error("cannot read the dashboard's credentials: {0}")]
     AuthStore(#[from] sled::Error),
 }
@@ -198,7 +206,7 @@ impl Gateway {
             server_tls.is_some(),
             auth_tx,
         ));
-        let auth_service = crate::dashboard::auth::service::AuthService::load(
+        let mut auth_service = crate::dashboard::auth::service::AuthService::load(
             store.db.open_tree("admin")?,
             store.sealer.clone(),
             Arc::clone(&admin_auth),
@@ -209,15 +217,22 @@ impl Gateway {
         {
             return Err(StartError::RemoteWithoutPassword(settings.listen));
         }
-        if let Some(token) = auth_service.bootstrap_token() {
-            if !settings.listen.ip().is_loopback() {
-                // Needed once, for the first password from another machine; useless afterwards.
-                tracing::warn!(
-                    bootstrap_token = token,
-                    "no dashboard password is set: open the dashboard and set one with this \
-                     bootstrap token (or set it from the gateway's own machine)"
-                );
-            }
+        let bootstrap_file = settings
+            .data_dir
+            .join(crate::dashboard::auth::BOOTSTRAP_TOKEN_FILE);
+        if settings.listen.ip().is_loopback() || auth_service.password_set() {
+            // Only a stale file from an earlier run could be there.
+            let _ = std::fs::remove_file(&bootstrap_file);
+        } else {
+            // Needed once, for the first password from another machine; useless afterwards.
+            auth_service
+                .keep_bootstrap_file(bootstrap_file.clone())
+                .map_err(StartError::BootstrapToken)?;
+            tracing::warn!(
+                file = %bootstrap_file.display(),
+                "no dashboard password is set: open the dashboard and set one with the \
+                 bootstrap token in this file (or set it from the gateway's own machine)"
+            );
         }
         let auth = auth_service.spawn(auth_rx).map_err(StartError::Thread)?;
         let shared = Arc::new(Shared {
@@ -501,7 +516,7 @@ async fn worker_main(index: usize, shared: Arc<Shared>, listener: std::net::TcpL
                     let _guard = conn_guard;
                     crate::proxy::serve_connection(wc, stream, peer).await;
                 };
-                if std::env::var_os("CODEX_LB_DEBUG_SIZES").is_some() {
+                if *DEBUG_SIZES {
                     eprintln!("connection future: {} bytes", std::mem::size_of_val(&fut));
                 }
                 spawn_guarded(&w, fut);

@@ -401,6 +401,7 @@ fn remote_first_setup_needs_the_bootstrap_token_and_remote_use_a_login() {
     }
     // ...and then the dashboard itself still needs the bootstrap token from afar.
     settings.insecure_allow_remote = true;
+    let settings_dir = settings.data_dir.clone();
     let gw = Gateway::start(settings).unwrap();
     let remote = SocketAddr::new(ip, gw.local_addr().port());
     let mut c = Client::browser(remote);
@@ -421,11 +422,18 @@ fn remote_first_setup_needs_the_bootstrap_token_and_remote_use_a_login() {
         Some(json!({"new_password": "remote password", "bootstrap_token": "guess"})),
     );
     assert_eq!((r.status, code(&r)), (401, "invalid_bootstrap_token"));
-    let token = gw
-        .shared()
-        .admin_auth
-        .bootstrap_token()
-        .expect("a token while no password");
+    // The owner finds the token in the data dir (0600), not in the log.
+    let token_file = settings_dir.join("dashboard-bootstrap.token");
+    let token = std::fs::read_to_string(&token_file).expect("the bootstrap token file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        gw.shared().admin_auth.bootstrap_token().as_deref(),
+        Some(token.as_str())
+    );
     let r = c.call(
         "POST",
         "/api/dashboard-auth/password",
@@ -434,8 +442,9 @@ fn remote_first_setup_needs_the_bootstrap_token_and_remote_use_a_login() {
     assert_eq!(r.status, 200, "{}", r.body);
     c.adopt(&r);
     assert_eq!(c.call("GET", "/api/accounts", None).status, 200);
-    // The token is spent; loopback without a session is closed too now.
+    // The token is spent, its file gone; loopback without a session is closed too now.
     assert!(gw.shared().admin_auth.bootstrap_token().is_none());
+    assert!(!token_file.exists());
     let local = SocketAddr::from(([127, 0, 0, 1], gw.local_addr().port()));
     assert_eq!(
         Client::new(local).call("GET", "/api/accounts", None).status,

@@ -290,7 +290,8 @@ function showBootstrap() {
     authCard(`<form data-bootstrap data-testid="bootstrap-form">
       <h2>First setup</h2>
       <p class="small">This gateway answers more than this machine, so the dashboard needs a password. Enter the
-        one-time setup token printed in the gateway's log, and choose the admin password.</p>
+        one-time setup token from <code>dashboard-bootstrap.token</code> in the gateway's data directory,
+        and choose the admin password.</p>
       <label>Setup token<input name="token" autocomplete="off" spellcheck="false" required autofocus data-testid="bootstrap-token"></label>
       <label>New password<input type="password" name="password" minlength="8" autocomplete="new-password" required data-testid="bootstrap-password"></label>
       <label>Repeat it<input type="password" name="again" minlength="8" autocomplete="new-password" required data-testid="bootstrap-again"></label>

@@ -118,6 +118,8 @@ impl Caller {
 
 /// The admin token's file in the data dir.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The one-time first-setup token of a remotely reachable gateway with no password yet.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "dashboard-bootstrap.token";
 
 /// Reads `<dir>/admin.token`, making it (0600) on first use.
 pub fn load_or_create_admin_token(dir: &std::path::Path) -> std::io::Result<String> {
@@ -355,8 +357,9 @@ pub fn bootstrap_required() -> ApiError {
         401,
         "authentication_error",
         "bootstrap_required",
-        "no dashboard password is set: set one with the bootstrap token from the gateway's log \
-         (POST /api/dashboard-auth/password), or from the gateway's own machine",
+        "no dashboard password is set: set one with the bootstrap token from \
+         dashboard-bootstrap.token in the gateway's data dir (POST /api/dashboard-auth/password), \
+         or from the gateway's own machine",
     )
 }
 

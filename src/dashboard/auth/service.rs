@@ -7,6 +7,7 @@
 //! (the SHA-256 of its cookie, never the cookie), so sessions outlive a restart.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub enum AuthError {
     InvalidTotp,
     #[error("too many failed sign-ins from this address; try again in {0} s")]
     Throttled(u64),
-    #[error("a bootstrap token is required (printed in the gateway's log at start)")]
+    #[error("a bootstrap token is required (dashboard-bootstrap.token in the gateway's data dir)")]
     BootstrapRequired,
     #[error("wrong bootstrap token")]
     InvalidBootstrap,
@@ -145,6 +146,9 @@ pub struct AuthService {
     throttle: Throttle,
     /// One-time token for the first remote password setup; `None` once a password is set.
     bootstrap: Option<String>,
+    /// Where the token is written for the owner (never to the log, which may be shipped
+    /// elsewhere); `None` while the gateway listens on loopback only.
+    bootstrap_file: Option<PathBuf>,
 }
 
 impl AuthService {
@@ -200,14 +204,47 @@ impl AuthService {
             pending_totp: None,
             throttle: Throttle::default(),
             bootstrap,
+            bootstrap_file: None,
         };
         svc.publish();
         Ok(svc)
     }
 
-    /// The first-setup token, while no password is set (printed at start for remote setups).
+    /// The first-setup token, while no password is set.
     pub fn bootstrap_token(&self) -> Option<&str> {
         self.bootstrap.as_deref()
+    }
+
+    /// Keeps the first-setup token in `path` (0600) while no password is set, for a gateway
+    /// reachable from elsewhere; a stale file from an earlier run goes either way.
+    pub fn keep_bootstrap_file(&mut self, path: PathBuf) -> std::io::Result<()> {
+        remove_if_there(&path)?;
+        self.bootstrap_file = Some(path);
+        self.write_bootstrap_file()
+    }
+
+    fn write_bootstrap_file(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let (Some(path), Some(token)) = (&self.bootstrap_file, &self.bootstrap) else {
+            return Ok(());
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(token.as_bytes())?;
+        f.sync_all()
+    }
+
+    fn spend_bootstrap(&mut self) {
+        self.bootstrap = None;
+        if let Some(path) = &self.bootstrap_file {
+            if let Err(e) = remove_if_there(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the spent bootstrap token file");
+            }
+        }
     }
 
     pub fn password_set(&self) -> bool {
@@ -425,7 +462,7 @@ impl AuthService {
         let hash = hash_password(new)?;
         self.put(ADMIN_HASH, hash.as_bytes())?;
         self.admin_hash = Some(hash);
-        self.bootstrap = None;
+        self.spend_bootstrap();
         // Every earlier session ends with the old password.
         self.end_all_sessions();
         self.publish();
@@ -453,6 +490,9 @@ impl AuthService {
         self.viewer_hash = None;
         self.totp = None;
         self.bootstrap = Some(random_token(32));
+        if let Err(e) = self.write_bootstrap_file() {
+            tracing::warn!(error = %e, "cannot write the new bootstrap token file");
+        }
         self.end_all_sessions();
         self.flush()?;
         self.publish();
@@ -625,6 +665,13 @@ fn verify(hash: &str, password: &str) -> bool {
             .verify_password(password.as_bytes(), &h)
             .is_ok()
     })
+}
+
+fn remove_if_there(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
