@@ -339,3 +339,32 @@ fn an_http_turn_can_reach_the_upstream_over_websocket_and_still_read_as_sse() {
     assert_eq!(row["outcome"], "completed", "{row}");
     assert!(row["total_tokens"].as_u64().unwrap() > 0, "{row}");
 }
+
+#[test]
+fn the_openai_path_v1_responses_takes_the_same_websocket_sessions() {
+    let env = Env::start(1);
+    let req = format!("ws://{}/v1/responses", env.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut ws, resp) = tungstenite::connect(req).expect("upgrade on /v1/responses");
+    assert_eq!(resp.status(), 101);
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    }
+    ws.send(create("over the OpenAI path", json!({}))).unwrap();
+    let events = turn(&mut ws);
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "response.completed",
+        "{events:?}"
+    );
+    ws.close(None).unwrap();
+    // A plain GET there (no upgrade) is refused by the handshake, not served as something else.
+    let r = ureq::get(&env.url("/v1/responses")).call();
+    let status = match r {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert!((400..500).contains(&status), "{status}");
+}

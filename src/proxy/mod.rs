@@ -20,6 +20,7 @@ pub mod events;
 pub mod events_in;
 pub mod models;
 pub mod observe;
+pub mod passthrough;
 pub mod pool_usage;
 pub mod relay;
 pub mod responses;
@@ -59,6 +60,8 @@ pub enum ProxyRoute {
     /// The usage view the Codex CLI's `/status` reads (`/backend-api/wham/usage`,
     /// `/api/codex/usage`): the pool's state, not recorded as a request.
     PoolUsage,
+    /// Codex's control routes (thread goals, analytics events, ...): relayed as they are.
+    Control,
 }
 
 impl ProxyRoute {
@@ -71,6 +74,7 @@ impl ProxyRoute {
             ProxyRoute::V1Chat => "v1/chat/completions",
             ProxyRoute::Compact => "compact",
             ProxyRoute::PoolUsage => "usage",
+            ProxyRoute::Control => "control",
         }
     }
 }
@@ -101,9 +105,18 @@ pub fn route(method: &str, path: &str) -> Route {
     };
     match path {
         // GET: the WebSocket transport (an upgrade; anything else is refused by the handshake).
-        "/backend-api/codex/responses" if get => Route::Proxy(ProxyRoute::ResponsesWebSocket),
+        "/backend-api/codex/responses" | "/v1/responses" if get => {
+            Route::Proxy(ProxyRoute::ResponsesWebSocket)
+        }
         "/backend-api/codex/responses" => post(ProxyRoute::CodexResponses),
         "/v1/responses" => post(ProxyRoute::V1Responses),
+        p if crate::proxy::passthrough::is_control_path(p) => {
+            if get || method == "POST" {
+                Route::Proxy(ProxyRoute::Control)
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
         "/v1/chat/completions" => post(ProxyRoute::V1Chat),
         "/backend-api/codex/responses/compact" | "/v1/responses/compact" => {
             post(ProxyRoute::Compact)
@@ -556,6 +569,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                 ProxyRoute::PoolUsage => {
                     pool_usage::handle(w, client, keep_alive && !has_body).await
                 }
+                ProxyRoute::Control => passthrough::handle(w, client, head, rec).await,
             }
         }
         Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
@@ -601,7 +615,23 @@ mod tests {
             route("POST", "/v1/chat/completions"),
             Route::Proxy(ProxyRoute::V1Chat)
         );
-        assert_eq!(route("GET", "/v1/responses"), Route::MethodNotAllowed);
+        assert_eq!(
+            route("GET", "/v1/responses"),
+            Route::Proxy(ProxyRoute::ResponsesWebSocket)
+        );
+        assert_eq!(route("PUT", "/v1/responses"), Route::MethodNotAllowed);
+        assert_eq!(
+            route("POST", "/backend-api/codex/analytics-events/events"),
+            Route::Proxy(ProxyRoute::Control)
+        );
+        assert_eq!(
+            route("GET", "/backend-api/wham/agent-identities/jwks"),
+            Route::Proxy(ProxyRoute::Control)
+        );
+        assert_eq!(
+            route("DELETE", "/backend-api/codex/thread/goal/clear"),
+            Route::MethodNotAllowed
+        );
         assert_eq!(route("GET", "/v1/models"), Route::Proxy(ProxyRoute::Models));
         assert_eq!(
             route("GET", "/backend-api/codex/responses"),
@@ -630,7 +660,14 @@ mod tests {
     #[test]
     fn every_recorded_route_has_its_own_metrics_label() {
         use ProxyRoute::*;
-        for r in [CodexResponses, Models, V1Responses, V1Chat, Compact] {
+        for r in [
+            CodexResponses,
+            Models,
+            V1Responses,
+            V1Chat,
+            Compact,
+            Control,
+        ] {
             assert!(
                 crate::metrics::ROUTES.contains(&r.name()),
                 "{} would be counted as `other` in /metrics",

@@ -307,13 +307,13 @@ pub fn account_head(prefix: &BytesMut, account: &AccountView) -> Bytes {
 }
 
 /// Holds one of this worker's in-flight slots on an account.
-struct Slot<'a> {
+pub(crate) struct Slot<'a> {
     w: &'a Worker,
     id: Arc<str>,
 }
 
 impl<'a> Slot<'a> {
-    fn take(w: &'a Worker, id: &Arc<str>) -> Self {
+    pub(crate) fn take(w: &'a Worker, id: &Arc<str>) -> Self {
         w.accounts.borrow_mut().begin(id);
         Slot {
             w,
@@ -415,12 +415,30 @@ enum PinSource {
 
 /// Where a turn must go and which conversation it belongs to, read from the request.
 #[derive(Default)]
-struct Routing {
+pub(crate) struct Routing {
     sticky_key: Option<u64>,
     pinned: Option<(String, PinSource)>,
     model: Option<String>,
     /// The plans that offer `model`, when the upstream catalog restricts it.
     plans: Option<Arc<[String]>>,
+}
+
+/// The account choice for a request with no model (Codex's control routes): the conversation's
+/// account by its turn state or session id, else any.
+pub(crate) fn control_routing(head: &RequestHead) -> Routing {
+    let sticky_key = head
+        .header_str("session-id")
+        .or_else(|| head.header_str("session_id"))
+        .map(hash_str);
+    Routing {
+        sticky_key,
+        pinned: head
+            .header_str("x-codex-turn-state")
+            .and_then(split_turn_state)
+            .map(|(id, _)| (id.to_string(), PinSource::TurnState)),
+        model: None,
+        plans: None,
+    }
 }
 
 fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
@@ -964,7 +982,7 @@ enum Got {
 }
 
 /// Chooses an account; when every account is at its stream cap, waits briefly for a free slot.
-async fn pick_account(w: &Worker, route: &Routing, excluded: &[Arc<str>]) -> Pick {
+pub(crate) async fn pick_account(w: &Worker, route: &Routing, excluded: &[Arc<str>]) -> Pick {
     let deadline = Instant::now() + SLOT_WAIT;
     loop {
         let pick = {
@@ -1044,6 +1062,18 @@ fn apply_failure(w: &Worker, id: &Arc<str>, failure: &Failure, now: u64) {
 }
 
 /// The error for a request no account could serve. `None`: relay the last upstream reply.
+/// Why no account could take a request that never reached the upstream (no failures to weigh).
+pub(crate) fn no_account_error(pick: &Pick, route: &Routing) -> ApiError {
+    exhausted_error(pick, route, &[], false, None).unwrap_or_else(|| {
+        ApiError::new(
+            502,
+            "server_error",
+            "upstream_unavailable",
+            "upstream unavailable",
+        )
+    })
+}
+
 fn exhausted_error(
     pick: &Pick,
     route: &Routing,

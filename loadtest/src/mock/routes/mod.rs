@@ -7,6 +7,7 @@
 //! `responses` (SSE) and `websocket` share the turn's steps in `turn`.
 
 mod auth;
+mod codex_control;
 mod compact;
 mod control;
 mod login;
@@ -56,6 +57,7 @@ pub async fn handle(
         (&Method::POST, login::USERCODE_PATH) => "POST /api/accounts/deviceauth/usercode",
         (&Method::POST, login::DEVICE_TOKEN_PATH) => "POST /api/accounts/deviceauth/token",
         (&Method::GET, login::DEVICE_PAGE_PATH) => "GET /codex/device",
+        (&Method::GET | &Method::POST, p) if codex_control::PATHS.contains(&p) => "control",
         _ => "not_found",
     };
     shared.stats.request(route);
@@ -70,6 +72,7 @@ pub async fn handle(
         "POST /api/accounts/deviceauth/usercode" => login::usercode(&shared, req).await,
         "POST /api/accounts/deviceauth/token" => login::device_token(&shared, req).await,
         "GET /codex/device" => login::device_page(),
+        "control" => codex_control::handle(&shared, req).await,
         _ => {
             let ctx = ReplyCtx::from_request(&shared, req.headers());
             let body = errors::not_found(req.method().as_str(), &path);

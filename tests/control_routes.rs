@@ -1,0 +1,176 @@
+//! Codex's control routes (thread goals, analytics events, memories, safety, search, the agent
+//! identity keys): relayed to the same path upstream with a pooled account — the conversation's
+//! own when the request names one — with failover, key checks and a request-log row.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{turn_body, Env};
+use serde_json::{json, Value};
+
+fn call(
+    env: &Env,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut req = ureq::request(method, &env.url(path)).timeout(Duration::from_secs(10));
+    for (n, v) in headers {
+        req = req.set(n, v);
+    }
+    let res = match body {
+        Some(b) => req.set("content-type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = r.status();
+    (status, r.into_json().unwrap_or(Value::Null))
+}
+
+/// The mock account whose last request carried `marker` in its body or path.
+fn reached(env: &Env, marker: &str) -> Vec<String> {
+    env.mock
+        .accounts()
+        .into_iter()
+        .map(|a| a.chatgpt_account_id)
+        .filter(|id| {
+            env.mock.last_request(id).is_some_and(|r| {
+                r.path.contains(marker) || String::from_utf8_lossy(&r.body).contains(marker)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn control_routes_reach_the_conversation_s_account_as_they_were_sent() {
+    let env = Env::start(3);
+    // A conversation's turn lands on some account...
+    let turn = env.turn(&turn_body("hello"), &[("session_id", "sess-goal")]);
+    assert_eq!(turn.status, 200);
+    let state = turn.header("x-codex-turn-state").unwrap().to_string();
+    let gateway_id = state.split_once('~').unwrap().0;
+    // The mock knows the account by its ChatGPT account id.
+    let owner = env.get_json("/api/accounts")["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == gateway_id)
+        .and_then(|a| a["chatgpt_account_id"].as_str())
+        .unwrap()
+        .to_string();
+    // ...and its thread goal goes to the same one, path, query and body as sent.
+    let body = r#"{"thread_id":"th-1","goal":"ship the goal marker-1"}"#;
+    let (status, reply) = call(
+        &env,
+        "POST",
+        "/backend-api/codex/thread/goal/set?source=cli",
+        &[("session_id", "sess-goal"), ("x-custom-thing", "kept")],
+        Some(body),
+    );
+    assert_eq!((status, &reply), (200, &json!({})));
+    assert_eq!(reached(&env, "marker-1"), vec![owner.clone()]);
+    let seen = env.mock.last_request(&owner).unwrap();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/backend-api/codex/thread/goal/set?source=cli");
+    assert_eq!(seen.body, body.as_bytes());
+    assert_eq!(seen.header("session_id"), Some("sess-goal"));
+    assert_eq!(seen.header("x-custom-thing"), Some("kept"));
+    // A turn state pins it as well, whatever the session.
+    let (status, _) = call(
+        &env,
+        "POST",
+        "/backend-api/codex/memories/trace_summarize",
+        &[("x-codex-turn-state", &state)],
+        Some(r#"{"trace":"marker-2"}"#),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(reached(&env, "marker-2"), vec![owner.clone()]);
+
+    // GET routes, the WHAM one too.
+    for path in [
+        "/backend-api/codex/agent-identities/jwks",
+        "/backend-api/wham/agent-identities/jwks",
+    ] {
+        let (status, reply) = call(&env, "GET", path, &[], None);
+        assert_eq!((status, reply), (200, json!({})), "{path}");
+    }
+    // Only GET and POST are relayed.
+    let (status, reply) = call(
+        &env,
+        "PUT",
+        "/backend-api/codex/safety/arc",
+        &[],
+        Some("{}"),
+    );
+    assert_eq!(status, 405, "{reply}");
+
+    // An account that fails is left for another.
+    env.mock.fail_next(&owner, 503, 1);
+    let (status, _) = call(
+        &env,
+        "POST",
+        "/backend-api/codex/analytics-events/events",
+        &[("session_id", "sess-goal")],
+        Some(r#"{"events":["marker-3"]}"#),
+    );
+    assert_eq!(status, 200);
+    let got = reached(&env, "marker-3");
+    assert_eq!(got.len(), 2, "both tried: {got:?}");
+
+    // Each is in the request log under the `control` route, with the account it reached.
+    let rows = env
+        .wait_for(Duration::from_secs(5), |e| {
+            let page = e.get_json("/api/requests?limit=100");
+            let rows: Vec<Value> = page["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["route"] == "control")
+                .cloned()
+                .collect();
+            (rows.len() == 5).then_some(rows)
+        })
+        .expect("five control rows");
+    let failed_over = rows
+        .iter()
+        .find(|r| r["attempts"] == 2)
+        .expect("the failed-over one");
+    assert_eq!(failed_over["status"], 200, "{failed_over}");
+}
+
+#[test]
+fn control_routes_need_a_key_when_keys_are_on_and_answer_clearly_without_accounts() {
+    let env = Env::start(1);
+    let v: Value = ureq::put(&env.url("/api/settings"))
+        .send_string(&json!({"api_key_auth": true}).to_string())
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(v["api_key_auth"], true);
+    let (status, reply) = call(
+        &env,
+        "GET",
+        "/backend-api/codex/agent-identities/jwks",
+        &[],
+        None,
+    );
+    assert_eq!(status, 401, "{reply}");
+    assert!(reply["error"]["code"].is_string(), "{reply}");
+
+    let empty = Env::start(0);
+    let (status, reply) = call(
+        &empty,
+        "POST",
+        "/backend-api/codex/alpha/search",
+        &[],
+        Some("{}"),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert!(reply["error"]["message"].is_string(), "{reply}");
+}
