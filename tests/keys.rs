@@ -411,3 +411,65 @@ fn each_request_carries_its_cost_and_key_budgets_survive_a_restart() {
         "a restart keeps what the key spent this window"
     );
 }
+
+#[test]
+fn a_key_holder_reads_its_own_limits_and_use_at_v1_usage() {
+    let env = Env::start(1);
+    let (key, _) = create_key(
+        &env,
+        json!({"name": "self", "requests_per_minute": 50, "max_streams": 3,
+               "limits": [{"kind": "total_tokens", "window": "daily", "limit": 100000}]}),
+    );
+    let auth = bearer(&key);
+    assert_eq!(
+        env.turn(&turn_body("spend"), &[("authorization", &auth)])
+            .status,
+        200
+    );
+    let usage = |auth: Option<&str>| {
+        let mut req = ureq::get(&env.url("/v1/usage"));
+        if let Some(a) = auth {
+            req = req.set("authorization", a);
+        }
+        match req.call() {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_json::<Value>().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // The ledger settles the turn's tokens after it ends.
+    let v = env
+        .wait_for(Duration::from_secs(5), |_| {
+            let (s, v) = usage(Some(&auth));
+            assert_eq!(s, 200, "{v}");
+            (v["limits"][0]["used"].as_u64() > Some(0)).then_some(v)
+        })
+        .expect("the turn's tokens count against the daily limit");
+    assert_eq!(v["key"]["name"], "self");
+    let used = v["limits"][0]["used"].as_u64().unwrap();
+    assert_eq!(
+        v["limits"][0]["remaining"].as_u64().unwrap(),
+        100_000 - used
+    );
+    assert_eq!(v["limits"][0]["window"], "daily");
+    assert!(v["limits"][0]["resets_at"].as_u64().unwrap() > now());
+    assert_eq!(v["requests_per_minute"]["limit"], 50);
+    assert!(
+        v["requests_per_minute"]["used"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    assert_eq!(v["streams"]["limit"], 3);
+    assert_eq!(v["upstream"]["rate_limit"]["allowed"], true, "{v}");
+    // The owner can hide the pool's quota from key holders.
+    set(&env, json!({"hide_quota_headers": true}));
+    assert!(usage(Some(&auth)).1["upstream"].is_null());
+    // Only a key has usage to report; a wrong one is refused too.
+    let (s, v) = usage(None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("api_key_required")),
+        "{v}"
+    );
+    let (s, _) = usage(Some("Bearer sk-clb-not-a-key"));
+    assert_eq!(s, 401);
+}

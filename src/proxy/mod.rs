@@ -18,6 +18,7 @@ pub mod client;
 pub mod deliver;
 pub mod events;
 pub mod events_in;
+pub mod key_usage;
 pub mod models;
 pub mod observe;
 pub mod passthrough;
@@ -62,6 +63,8 @@ pub enum ProxyRoute {
     PoolUsage,
     /// Codex's control routes (thread goals, analytics events, ...): relayed as they are.
     Control,
+    /// `GET /v1/usage`: the calling key's own limits and use, not recorded as a request.
+    KeyUsage,
 }
 
 impl ProxyRoute {
@@ -75,6 +78,7 @@ impl ProxyRoute {
             ProxyRoute::Compact => "compact",
             ProxyRoute::PoolUsage => "usage",
             ProxyRoute::Control => "control",
+            ProxyRoute::KeyUsage => "key_usage",
         }
     }
 }
@@ -124,6 +128,13 @@ pub fn route(method: &str, path: &str) -> Route {
         "/backend-api/wham/usage" | "/api/codex/usage" => {
             if get {
                 Route::Proxy(ProxyRoute::PoolUsage)
+            } else {
+                Route::MethodNotAllowed
+            }
+        }
+        "/v1/usage" => {
+            if get {
+                Route::Proxy(ProxyRoute::KeyUsage)
             } else {
                 Route::MethodNotAllowed
             }
@@ -570,6 +581,9 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                     pool_usage::handle(w, client, keep_alive && !has_body).await
                 }
                 ProxyRoute::Control => passthrough::handle(w, client, head, rec).await,
+                ProxyRoute::KeyUsage => {
+                    key_usage::handle(w, client, key.as_deref(), keep_alive && !has_body).await
+                }
             }
         }
         Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
