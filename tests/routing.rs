@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::{turn_body, turn_body_in, Env};
 
@@ -26,7 +27,22 @@ fn a_conversation_stays_on_one_account_and_moves_once_when_it_is_limited() {
     let (first, _) = used.iter().next().map(|(a, n)| (a.clone(), *n)).unwrap();
     // Its account hits the usage limit: the conversation moves once, then stays.
     env.mock.fail_next(&first, 429, 1);
-    for i in 0..10 {
+    let reply = env.turn(&turn_body_in("refused, then moved", "conversation-A"), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The worker that met the limit tells the others through the control thread; a turn that
+    // reached another worker before that would try the account once more (and fail over).
+    env.wait_for(Duration::from_secs(5), |e| {
+        e.get_json("/api/accounts")["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a["chatgpt_account_id"] == first.as_str() && a["block_reason"] == "usage_limit"
+            })
+            .then_some(())
+    })
+    .expect("the limited account is blocked pool-wide");
+    for i in 1..10 {
         let reply = env.turn(&turn_body_in(&format!("after {i}"), "conversation-A"), &[]);
         assert_eq!(reply.status, 200, "{}", reply.text());
     }

@@ -11,8 +11,9 @@ use super::AccountView;
 #[serde(rename_all = "snake_case")]
 #[clap(rename_all = "snake_case")]
 pub enum Strategy {
-    /// Prefer the account with the most headroom across both windows, in proportion, so equal
-    /// accounts share load and a nearly full one is rarely chosen.
+    /// Prefer the account with the most quota left: its plan's capacity times the headroom in
+    /// its tighter window, in proportion, so equal accounts share load, a Pro seat draws several
+    /// times a Plus seat's traffic, and a nearly full one is rarely chosen.
     #[default]
     CapacityWeighted,
     /// Spread requests evenly.
@@ -49,7 +50,9 @@ impl Strategy {
     /// percent of usage.
     pub fn weight(self, a: &AccountView) -> f64 {
         match self {
-            Strategy::CapacityWeighted => (a.headroom() / 10.0).round().max(0.5),
+            Strategy::CapacityWeighted => {
+                plan_capacity(a.plan.as_deref()) * (a.headroom() / 10.0).round().max(0.5)
+            }
             _ => 1.0,
         }
     }
@@ -74,6 +77,20 @@ impl Strategy {
             _ => (0, index),
         }
     }
+}
+
+/// A plan's usage allowance relative to Plus, from the weekly credits the Python codex-lb assigns
+/// each plan (free 1134, plus/team/business/edu 7560, prolite 37800, pro/enterprise 50400). A plan
+/// we do not know counts as Plus.
+pub fn plan_capacity(plan: Option<&str>) -> f64 {
+    const PLUS: f64 = 7560.0;
+    let credits = match plan.map(str::to_ascii_lowercase).as_deref() {
+        Some("free") => 1134.0,
+        Some("prolite" | "pro_lite") => 37800.0,
+        Some("pro" | "enterprise") => 50400.0,
+        _ => PLUS,
+    };
+    credits / PLUS
 }
 
 /// Rendezvous (highest random weight) score of `key` on an account: the account with the highest
@@ -125,6 +142,16 @@ mod tests {
         assert!((share(0) - 0.6).abs() < 0.03, "{wins:?}");
         assert!((share(1) - 0.333).abs() < 0.03, "{wins:?}");
         assert!((share(2) - 0.067).abs() < 0.02, "{wins:?}");
+    }
+
+    #[test]
+    fn plans_weigh_by_their_allowance() {
+        assert_eq!(plan_capacity(Some("plus")), 1.0);
+        assert_eq!(plan_capacity(Some("Team")), 1.0);
+        assert_eq!(plan_capacity(None), 1.0);
+        assert!((plan_capacity(Some("pro")) - 6.667).abs() < 0.01);
+        assert_eq!(plan_capacity(Some("prolite")), 5.0);
+        assert!(plan_capacity(Some("free")) < 0.2);
     }
 
     #[test]

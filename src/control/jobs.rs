@@ -234,6 +234,8 @@ async fn poll_usage(
     if let Some(h) = account_header {
         headers.push(("chatgpt-account-id", h));
     }
+    // The reading is as of the asking: a refusal seen while the poll was on its way is newer.
+    let asked_ms = quota::now_ms();
     let reply = match endpoint
         .request("GET", "/wham/usage", &headers, b"", JOB_TIMEOUT)
         .await
@@ -244,7 +246,10 @@ async fn poll_usage(
     let text = String::from_utf8_lossy(&reply.body).to_ascii_lowercase();
     match reply.status {
         200 => match quota::from_usage_payload(&reply.body, now_unix()) {
-            Some(r) => UsageOutcome::Reading(r),
+            Some(r) => UsageOutcome::Reading(quota::QuotaReading {
+                observed_ms: asked_ms,
+                ..r
+            }),
             None => UsageOutcome::Transient("usage payload without windows".into()),
         },
         401 | 403 => UsageOutcome::Unauthorized,

@@ -185,6 +185,10 @@ struct Entry {
     record: AccountRecord,
     tokens: Tokens,
     block: Option<Block>,
+    /// When `block` was last set from a refused request (unix ms): only a quota reading taken
+    /// after it may lift a usage-limit block — a poll that was already on its way says nothing
+    /// about the refusal.
+    blocked_at_ms: u64,
     quota: QuotaReading,
     refreshing: bool,
     refresh_wanted: bool,
@@ -204,6 +208,7 @@ impl Entry {
             record,
             tokens,
             block: None,
+            blocked_at_ms: 0,
             quota: QuotaReading::default(),
             refreshing: false,
             refresh_wanted: false,
@@ -521,6 +526,7 @@ impl Control {
                     {
                         tracing::warn!(account = %id, reason = ?block.reason, until = block.until_unix, "account blocked");
                         e.block = Some(block);
+                        e.blocked_at_ms = crate::accounts::quota::now_ms();
                         self.publish();
                     }
                 }
@@ -592,7 +598,9 @@ impl Control {
                 });
                 changed = true;
             }
-            (None, Some(b)) if b.reason == BlockReason::UsageLimit => {
+            (None, Some(b))
+                if b.reason == BlockReason::UsageLimit && merged.observed_ms > e.blocked_at_ms =>
+            {
                 tracing::info!(account = %id, "usage window has room again; account back in rotation");
                 e.block = None;
                 changed = true;

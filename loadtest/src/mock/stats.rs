@@ -92,6 +92,14 @@ impl Stats {
         *k.refresh_calls.entry(account_id.to_string()).or_default() += 1;
     }
 
+    /// An answered usage poll: a request of the account and a poll, counted together so a
+    /// snapshot never sees one without the other (tests subtract polls from requests).
+    pub fn usage_poll(&self, account_id: &str) {
+        let mut k = lock(&self.keyed);
+        *k.by_account.entry(account_id.to_string()).or_default() += 1;
+        *k.usage_calls.entry(account_id.to_string()).or_default() += 1;
+    }
+
     pub fn usage_call(&self, account_id: &str) {
         let mut k = lock(&self.keyed);
         *k.usage_calls.entry(account_id.to_string()).or_default() += 1;

@@ -32,8 +32,7 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     };
     ctx.account = Some(account);
     let id = shared.account_id(account);
-    shared.stats.account(id);
-    shared.stats.usage_call(id);
+    shared.stats.usage_poll(id);
     let acct = &shared.accounts[account];
     if let Some(mode) = acct.usage_mode() {
         let status = StatusCode::from_u16(mode.status()).unwrap_or(StatusCode::FORBIDDEN);
