@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{turn_body, Env};
+use common::{turn_body_in, Env};
 use serde_json::{json, Value};
 
 fn call(
@@ -50,8 +50,12 @@ fn reached(env: &Env, marker: &str) -> Vec<String> {
 #[test]
 fn control_routes_reach_the_conversation_s_account_as_they_were_sent() {
     let env = Env::start(3);
-    // A conversation's turn lands on some account...
-    let turn = env.turn(&turn_body("hello"), &[("session_id", "sess-goal")]);
+    // A conversation's turn lands on some account (Codex sends its conversation id both as the
+    // prompt_cache_key and as the session_id header)...
+    let turn = env.turn(
+        &turn_body_in("hello", "sess-goal"),
+        &[("session_id", "sess-goal")],
+    );
     assert_eq!(turn.status, 200);
     let state = turn.header("x-codex-turn-state").unwrap().to_string();
     let gateway_id = state.split_once('~').unwrap().0;

@@ -207,3 +207,60 @@ fn v1_errors_are_openai_envelopes_and_keys_guard_every_route() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["message"]["content"], "keyed");
 }
+
+/// SDK callers rarely send `prompt_cache_key`: the gateway derives one from the opening of the
+/// conversation, so its turns stay on one account and the upstream sees the same key each time.
+#[test]
+fn sdk_conversations_without_a_cache_key_stay_on_one_account() {
+    let env = Env::start(3);
+    let turn = |opening: &str, n: usize| {
+        let mut input = vec![json!({"role": "user", "content": opening})];
+        for i in 0..n {
+            input.push(json!({"role": "assistant", "content": format!("answer {i}")}));
+            input.push(json!({"role": "user", "content": format!("follow-up {i}")}));
+        }
+        let (s, v) = post(
+            &env,
+            "/v1/responses",
+            &json!({"model": "gpt-5.5", "instructions": "You are terse.", "input": input}),
+            &[],
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    let accounts: Vec<String> = env
+        .mock
+        .accounts()
+        .into_iter()
+        .map(|a| a.chatgpt_account_id)
+        .collect();
+    let upstream_keys = |env: &Env| -> Vec<(String, String)> {
+        accounts
+            .iter()
+            .filter_map(|id| {
+                let r = env.mock.last_request(id)?;
+                let b: Value = serde_json::from_slice(&r.body).ok()?;
+                Some((id.clone(), b["prompt_cache_key"].as_str()?.to_string()))
+            })
+            .collect()
+    };
+    let before = env.turns_by_account();
+    for n in 0..6 {
+        turn("plan the migration", n);
+    }
+    let after = env.turns_by_account();
+    let used: Vec<&String> = after
+        .iter()
+        .filter(|(id, n)| **n > before.get(*id).copied().unwrap_or(0))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(used.len(), 1, "one conversation, one account: {after:?}");
+    let keys = upstream_keys(&env);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].1.starts_with("clb-"), "{keys:?}");
+    // Other conversations spread over the pool rather than all landing on that account.
+    for c in 0..12 {
+        turn(&format!("conversation {c}"), 0);
+    }
+    let spread = env.turns_by_account().values().filter(|n| **n > 0).count();
+    assert!(spread >= 2, "{:?}", env.turns_by_account());
+}

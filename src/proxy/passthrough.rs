@@ -12,7 +12,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::client::ClientConn;
 use super::responses::{
-    account_head, control_routing, forward_request_header, no_account_error, pick_account, Slot,
+    account_head, control_routing, forward_request_header, no_account_error, pick_account,
+    session_header, Slot,
 };
 use super::{body_error, respond, respond_error, Record};
 use crate::accounts::now_unix;
@@ -117,10 +118,7 @@ pub async fn handle(
         }
     };
     rec.request_bytes = body.len() as u64;
-    rec.conversation = head
-        .header_str("session-id")
-        .or_else(|| head.header_str("session_id"))
-        .map(|c| c.chars().take(128).collect());
+    rec.conversation = session_header(&head).map(|c| c.chars().take(128).collect());
     let route = control_routing(&head);
     let prefix = head_prefix(w, &head, body.len());
     let mut excluded: Vec<Arc<str>> = Vec::new();

@@ -125,9 +125,85 @@ struct Prepared {
     effort: Option<String>,
 }
 
+/// The conversation id a client names in a header (Codex sends `session_id`; other clients use
+/// the `x-codex-…` spellings).
+pub(crate) fn session_header(head: &RequestHead) -> Option<&str> {
+    [
+        "session_id",
+        "session-id",
+        "x-codex-session-id",
+        "x-codex-conversation-id",
+    ]
+    .into_iter()
+    .find_map(|h| head.header_str(h))
+    .filter(|s| !s.is_empty())
+}
+
+/// Characters of the instructions and of the opening user message a derived cache key reads.
+const DERIVED_KEY_CHARS: usize = 512;
+
+/// The first `DERIVED_KEY_CHARS` of the first user message's text in a Responses `input`.
+fn first_user_text(input: &Value) -> Option<String> {
+    let take = |s: &str| s.chars().take(DERIVED_KEY_CHARS).collect::<String>();
+    match input {
+        Value::String(s) => Some(take(s)),
+        Value::Array(items) => {
+            let item = items
+                .iter()
+                .find(|i| i.get("role").and_then(Value::as_str) == Some("user"))?;
+            match item.get("content")? {
+                Value::String(s) => Some(take(s)),
+                Value::Array(parts) => parts
+                    .iter()
+                    .find_map(|p| p.get("text").and_then(Value::as_str))
+                    .map(take),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A `prompt_cache_key` for a turn that brought none (OpenAI SDK callers rarely set one; Codex
+/// always does): the same instructions and opening message, from the same key and model class,
+/// give the same key — so the conversation stays on one account and the upstream's prompt cache
+/// sees its prefix again. `None` when there is nothing to tell conversations apart by.
+fn derived_cache_key(
+    obj: &serde_json::Map<String, Value>,
+    model: &str,
+    key_id: Option<&str>,
+) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let instructions: Option<String> = obj
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(|s| s.chars().take(DERIVED_KEY_CHARS).collect());
+    let user = obj.get("input").and_then(first_user_text);
+    if instructions.is_none() && user.is_none() {
+        return None;
+    }
+    let class = if model.to_ascii_lowercase().contains("mini") {
+        "mini"
+    } else {
+        "std"
+    };
+    let mut h = Sha256::new();
+    for part in [
+        class,
+        key_id.unwrap_or(""),
+        instructions.as_deref().unwrap_or(""),
+        user.as_deref().unwrap_or(""),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    Some(format!("clb-{}", hex::encode(&h.finalize()[..16])))
+}
+
 /// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
-/// the upstream would reject them (unsupported fields, `store:true`, `stream` not true).
-fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
+/// the upstream would reject them (unsupported fields, `store:true`, `stream` not true) or the
+/// turn brought no `prompt_cache_key` (one is derived, see `derived_cache_key`).
+fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError> {
     // serde skips the fields it does not read without checking them, and the body is forwarded
     // as it came: invalid UTF-8 anywhere in it must be refused here, not by the upstream.
     if let Err(e) = std::str::from_utf8(&body) {
@@ -153,13 +229,13 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
         )
         .with_param("model"));
     }
-    let cache_key = fields.prompt_cache_key.clone();
+    let mut cache_key = fields.prompt_cache_key.clone().filter(|k| !k.is_empty());
     let previous_response_id = fields
         .previous_response_id
         .clone()
         .filter(|p| !p.is_empty());
     let effort = fields.reasoning.as_ref().and_then(|r| r.effort.clone());
-    if !fields.needs_rewrite() {
+    if !fields.needs_rewrite() && cache_key.is_some() {
         return Ok(Prepared {
             body,
             model,
@@ -174,6 +250,24 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
             format!("request body is not a valid JSON object: {e}"),
         )
     })?;
+    if cache_key.is_none() {
+        cache_key = derived_cache_key(&obj, model.as_deref().unwrap_or_default(), key_id);
+        match &cache_key {
+            Some(k) => {
+                obj.insert("prompt_cache_key".into(), Value::String(k.clone()));
+            }
+            None if !fields.needs_rewrite() => {
+                return Ok(Prepared {
+                    body,
+                    model,
+                    cache_key,
+                    previous_response_id,
+                    effort,
+                });
+            }
+            None => {}
+        }
+    }
     for f in UNSUPPORTED_FIELDS {
         obj.remove(*f);
     }
@@ -192,8 +286,8 @@ fn prepare_body(body: Bytes) -> Result<Prepared, ApiError> {
 
 /// A compaction body: the same routing fields and stripped fields as a turn, but no
 /// `stream`/`store` forced on it (the compact endpoint answers one JSON object).
-fn prepare_compact_body(body: Bytes) -> Result<Prepared, ApiError> {
-    let mut p = prepare_body(body)?;
+fn prepare_compact_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError> {
+    let mut p = prepare_body(body, key_id)?;
     let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&p.body)
         .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?;
     obj.remove("stream");
@@ -426,10 +520,7 @@ pub(crate) struct Routing {
 /// The account choice for a request with no model (Codex's control routes): the conversation's
 /// account by its turn state or session id, else any.
 pub(crate) fn control_routing(head: &RequestHead) -> Routing {
-    let sticky_key = head
-        .header_str("session-id")
-        .or_else(|| head.header_str("session_id"))
-        .map(hash_str);
+    let sticky_key = session_header(head).map(hash_str);
     Routing {
         sticky_key,
         pinned: head
@@ -442,15 +533,11 @@ pub(crate) fn control_routing(head: &RequestHead) -> Routing {
 }
 
 fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
-    let session = || {
-        head.header_str("session-id")
-            .or_else(|| head.header_str("session_id"))
-    };
     let sticky_key = prepared
         .cache_key
         .as_deref()
         .filter(|k| !k.is_empty())
-        .or_else(session)
+        .or_else(|| session_header(head))
         .map(hash_str);
     let turn_state = head
         .header_str("x-codex-turn-state")
@@ -659,9 +746,9 @@ pub(crate) async fn serve_turn(
     let s = &w.shared.settings;
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
     let prepared = match if matches!(delivery, Delivery::Compact) {
-        prepare_compact_body(body)
+        prepare_compact_body(body, key.as_deref().map(|k| &*k.id))
     } else {
-        prepare_body(body)
+        prepare_body(body, key.as_deref().map(|k| &*k.id))
     } {
         Ok(x) => x,
         Err(err) => return answer_error(w, client, &delivery, err, keep_alive, rec).await,
@@ -705,10 +792,7 @@ pub(crate) async fn serve_turn(
         .cache_key
         .as_deref()
         .filter(|k| !k.is_empty())
-        .or_else(|| {
-            head.header_str("session-id")
-                .or_else(|| head.header_str("session_id"))
-        })
+        .or_else(|| session_header(&head))
         .map(|c| c.chars().take(128).collect());
     let route = routing(w, &head, &prepared);
     let hide_quota = key.is_some() && w.shared.keys.load().hide_quota_headers;
@@ -1367,30 +1451,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_turn_without_a_cache_key_gets_one_derived_from_its_opening() {
+        let body = |instr: &str, text: &str| {
+            Bytes::from(
+                json!({"model": "gpt-5.5", "stream": true, "instructions": instr,
+                       "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]},
+                                 {"role": "assistant", "content": "later turns differ"}]})
+                .to_string(),
+            )
+        };
+        let a = prepare_body(body("be brief", "hello"), Some("key_1")).unwrap();
+        let k = a.cache_key.clone().unwrap();
+        assert!(k.starts_with("clb-") && k.len() == 36, "{k}");
+        let sent: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(sent["prompt_cache_key"], k.as_str());
+        // The same opening later in the conversation: the same key.
+        let mut later: Value = serde_json::from_slice(&body("be brief", "hello")).unwrap();
+        later["input"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role": "user", "content": "more"}));
+        let later = prepare_body(Bytes::from(later.to_string()), Some("key_1")).unwrap();
+        assert_eq!(later.cache_key.as_deref(), Some(k.as_str()));
+        // Another opening, another API key, or a string input: other keys.
+        for (b, key) in [
+            (body("be brief", "goodbye"), Some("key_1")),
+            (body("be brief", "hello"), Some("key_2")),
+            (body("be brief", "hello"), None),
+        ] {
+            assert_ne!(prepare_body(b, key).unwrap().cache_key, Some(k.clone()));
+        }
+        let s = Bytes::from_static(br#"{"model":"m","stream":true,"input":"just text"}"#);
+        assert!(prepare_body(s, None).unwrap().cache_key.is_some());
+        // A client's own key is kept and its bytes untouched.
+        let own = Bytes::from_static(
+            br#"{"model":"m","stream":true,"prompt_cache_key":"mine","input":"x"}"#,
+        );
+        let p = prepare_body(own.clone(), Some("key_1")).unwrap();
+        assert_eq!((p.body, p.cache_key.as_deref()), (own, Some("mine")));
+    }
+
+    #[test]
     fn body_is_forwarded_untouched_unless_the_upstream_would_reject_it() {
         let clean =
             Bytes::from_static(br#"{"model":"gpt-5.5","stream":true,"store":false,"input":[]}"#);
-        let p = prepare_body(clean.clone()).unwrap();
+        let p = prepare_body(clean.clone(), None).unwrap();
         assert_eq!(p.body, clean);
         assert_eq!(p.model.as_deref(), Some("gpt-5.5"));
         let dirty = Bytes::from_static(
             br#"{"model":"m","temperature":0.2,"store":true,"input":[1],"user":null}"#,
         );
-        let p = prepare_body(dirty).unwrap();
+        let p = prepare_body(dirty, None).unwrap();
         let v: Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(
             v,
             json!({"model":"m","store":false,"input":[1],"stream":true})
         );
         assert_eq!(
-            prepare_body(Bytes::from_static(b"[1]"))
+            prepare_body(Bytes::from_static(b"[1]"), None)
                 .unwrap_err()
                 .code
                 .as_deref(),
             Some("invalid_json")
         );
         assert_eq!(
-            prepare_body(Bytes::from_static(b"{\"stream\":true}"))
+            prepare_body(Bytes::from_static(b"{\"stream\":true}"), None)
                 .unwrap_err()
                 .param
                 .as_deref(),
