@@ -347,3 +347,37 @@ fn the_store_survives_kill_9_under_load_with_at_most_one_flush_interval_lost() {
     gw.kill().unwrap();
     gw.wait().unwrap();
 }
+
+/// Codex's "Fast" mode (`service_tier: "priority"`, here spelled `fast`) costs twice the standard
+/// rates and `flex` half: the same tokens, priced at the tier the upstream reports.
+#[test]
+fn a_turn_is_priced_at_the_service_tier_it_ran_at() {
+    let env = Env::start(1);
+    let turn = |tier: &str, id: &str| {
+        let mut b: Value = serde_json::from_str(&turn_body("same size")).unwrap();
+        b["service_tier"] = json!(tier);
+        b["prompt_cache_key"] = json!(format!("tier-{tier}"));
+        let r = env.turn(&b.to_string(), &[("x-request-id", id)]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    turn("fast", "tier-fast");
+    turn("flex", "tier-flex");
+    let rows = env
+        .wait_for(Duration::from_secs(5), |e| {
+            let rows = all_rows(e, "");
+            let pick = |id: &str| rows.iter().find(|r| r["request_id"] == id).cloned();
+            Some((pick("tier-fast")?, pick("tier-flex")?))
+        })
+        .expect("both turns logged");
+    let (fast, flex) = rows;
+    assert_eq!(fast["service_tier"], "fast", "{fast}");
+    assert_eq!(flex["service_tier"], "flex", "{flex}");
+    assert_eq!(fast["input_tokens"], flex["input_tokens"]);
+    assert_eq!(fast["output_tokens"], flex["output_tokens"]);
+    let cost = |r: &Value| r["cost_micro_usd"].as_u64().unwrap() as f64;
+    let ratio = cost(&fast) / cost(&flex);
+    assert!(
+        (ratio - 4.0).abs() < 0.01,
+        "fast {fast} / flex {flex} = {ratio}"
+    );
+}

@@ -73,6 +73,10 @@ pub struct UsageEvent {
     /// `reasoning.effort` the client asked for.
     #[serde(default)]
     pub effort: Option<String>,
+    /// The service tier the turn ran at (`priority` is Codex's "Fast"), as the upstream
+    /// reported it, else as asked; `None`: the standard tier.
+    #[serde(default)]
+    pub service_tier: Option<String>,
     /// The proxy API key that made the request.
     #[serde(default)]
     pub key_id: Option<String>,

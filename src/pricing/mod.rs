@@ -3,7 +3,9 @@
 //! Owns the price table (USD per 1M tokens per model) and the cost formula of FEATURES.md §1.6:
 //! `(input − cached)/1M × input + cached/1M × cached_input + output/1M × output`, with a model's
 //! long-context rates applied to the *whole* request once its input tokens exceed that model's
-//! threshold. It does no I/O except [`Pricing::load`], which runs once at start-up; the result is
+//! threshold. The service tier a turn ran at (`service_tier`: `priority` is Codex's "Fast" mode,
+//! `flex` the slow and cheap one) picks the model's tier rates when the table has them, else
+//! twice (priority) or half (flex) the standard ones. It does no I/O except [`Pricing::load`], which runs once at start-up; the result is
 //! immutable and meant to be shared (`Arc<Pricing>`) and read on the request path.
 //!
 //! The table ships inside the binary (`default_prices.json`, see its `_comment` for sources and
@@ -69,6 +71,8 @@ pub enum EntryProblem {
     BadRate { field: &'static str, value: f64 },
     #[error("long-context rates need all three of long_input, long_cached_input and long_output")]
     PartialLongContext,
+    #[error("{0} rates need all three of {0}_input, {0}_cached_input and {0}_output")]
+    PartialTier(&'static str),
     #[error("long_context_threshold is set but long-context rates are not")]
     ThresholdWithoutRates,
     #[error("long_context_threshold must be greater than 0")]
@@ -91,6 +95,41 @@ pub struct Rates {
     pub output: f64,
 }
 
+impl Rates {
+    fn scaled(&self, by: f64) -> Rates {
+        Rates {
+            input: self.input * by,
+            cached_input: self.cached_input * by,
+            output: self.output * by,
+        }
+    }
+}
+
+/// The processing tier a request ran at, as priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceTier {
+    /// `default`, `auto`, absent, or a tier this table does not know.
+    #[default]
+    Standard,
+    /// `priority` (Codex's "Fast"; also spelled `fast`).
+    Priority,
+    Flex,
+}
+
+impl ServiceTier {
+    pub fn from_name(name: Option<&str>) -> ServiceTier {
+        match name.map(str::to_ascii_lowercase).as_deref() {
+            Some("priority" | "fast" | "ultrafast") => ServiceTier::Priority,
+            Some("flex") => ServiceTier::Flex,
+            _ => ServiceTier::Standard,
+        }
+    }
+}
+
+/// Multipliers of the standard rates for a model without its own tier rates.
+const PRIORITY_MULTIPLIER: f64 = 2.0;
+const FLEX_MULTIPLIER: f64 = 0.5;
+
 /// Rates that replace the normal ones for a request whose input tokens exceed `threshold`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LongContext {
@@ -105,6 +144,10 @@ pub struct ModelPrice {
     pub model: String,
     pub rates: Rates,
     pub long_context: Option<LongContext>,
+    /// Rates at the priority ("Fast") tier, when the table gives them.
+    pub priority: Option<Rates>,
+    /// Rates at the flex tier, when the table gives them.
+    pub flex: Option<Rates>,
     /// ASCII-lowercased aliases: exact names, or prefixes ending in `*`.
     pub aliases: Vec<String>,
 }
@@ -146,22 +189,54 @@ impl ModelPrice {
         }
     }
 
-    /// Cost of one request in USD. `cached_tokens` is part of `input_tokens`; a larger value is
-    /// clamped to `input_tokens`.
-    pub fn cost_usd(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> f64 {
-        self.raw_micro_usd(input_tokens, cached_tokens, output_tokens) / TOKENS_PER_QUOTE
+    /// The rates at `tier` for a request with `input_tokens` input tokens: the table's tier
+    /// rates, else the standard (or long-context) rates times the tier's multiplier.
+    pub fn tier_rates(&self, tier: ServiceTier, input_tokens: u64) -> Rates {
+        let standard = *self.rates_for(input_tokens);
+        match tier {
+            ServiceTier::Standard => standard,
+            ServiceTier::Priority => self
+                .priority
+                .unwrap_or_else(|| standard.scaled(PRIORITY_MULTIPLIER)),
+            ServiceTier::Flex => self
+                .flex
+                .unwrap_or_else(|| standard.scaled(FLEX_MULTIPLIER)),
+        }
     }
 
-    /// Cost of one request in micro-USD, rounded to the nearest integer (saturating at
+    /// Cost of one request in USD at the standard tier. `cached_tokens` is part of
+    /// `input_tokens`; a larger value is clamped to `input_tokens`.
+    pub fn cost_usd(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> f64 {
+        self.raw_micro_usd(
+            ServiceTier::Standard,
+            input_tokens,
+            cached_tokens,
+            output_tokens,
+        ) / TOKENS_PER_QUOTE
+    }
+
+    /// Cost of one request at `tier` in micro-USD, rounded to the nearest integer (saturating at
     /// `u64::MAX`), as the ledger stores it.
-    pub fn cost_micro_usd(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> u64 {
+    pub fn cost_micro_usd(
+        &self,
+        tier: ServiceTier,
+        input_tokens: u64,
+        cached_tokens: u64,
+        output_tokens: u64,
+    ) -> u64 {
         // Float-to-int `as` saturates; the value is never negative because rates are validated.
-        self.raw_micro_usd(input_tokens, cached_tokens, output_tokens)
+        self.raw_micro_usd(tier, input_tokens, cached_tokens, output_tokens)
             .round() as u64
     }
 
-    fn raw_micro_usd(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> f64 {
-        self.rates_for(input_tokens)
+    fn raw_micro_usd(
+        &self,
+        tier: ServiceTier,
+        input_tokens: u64,
+        cached_tokens: u64,
+        output_tokens: u64,
+    ) -> f64 {
+        self.tier_rates(tier, input_tokens)
             .micro_usd(input_tokens, cached_tokens, output_tokens)
     }
 }
@@ -226,16 +301,17 @@ impl Pricing {
             .map(|p| p.cost_usd(input_tokens, cached_tokens, output_tokens))
     }
 
-    /// Cost of one request in micro-USD (rounded), or `None` when `model` has no price.
+    /// Cost of one request at `tier` in micro-USD (rounded), or `None` when `model` has no price.
     pub fn cost_micro_usd(
         &self,
         model: &str,
+        tier: ServiceTier,
         input_tokens: u64,
         cached_tokens: u64,
         output_tokens: u64,
     ) -> Option<u64> {
         self.price(model)
-            .map(|p| p.cost_micro_usd(input_tokens, cached_tokens, output_tokens))
+            .map(|p| p.cost_micro_usd(tier, input_tokens, cached_tokens, output_tokens))
     }
 
     /// Every priced model, sorted by name.
@@ -393,6 +469,12 @@ struct RawEntry {
     long_input: Option<f64>,
     long_cached_input: Option<f64>,
     long_output: Option<f64>,
+    priority_input: Option<f64>,
+    priority_cached_input: Option<f64>,
+    priority_output: Option<f64>,
+    flex_input: Option<f64>,
+    flex_cached_input: Option<f64>,
+    flex_output: Option<f64>,
     #[serde(default)]
     aliases: Vec<String>,
 }
@@ -431,6 +513,35 @@ impl RawEntry {
             }
             _ => return Err(EntryProblem::PartialLongContext),
         };
+        let tier = |prefix: &'static str,
+                    [input, cached_input, output]: [(&'static str, Option<f64>); 3]|
+         -> Result<Option<Rates>, EntryProblem> {
+            match (input.1, cached_input.1, output.1) {
+                (None, None, None) => Ok(None),
+                (Some(i), Some(c), Some(o)) => Ok(Some(Rates {
+                    input: rate(input.0, i)?,
+                    cached_input: rate(cached_input.0, c)?,
+                    output: rate(output.0, o)?,
+                })),
+                _ => Err(EntryProblem::PartialTier(prefix)),
+            }
+        };
+        let priority = tier(
+            "priority",
+            [
+                ("priority_input", self.priority_input),
+                ("priority_cached_input", self.priority_cached_input),
+                ("priority_output", self.priority_output),
+            ],
+        )?;
+        let flex = tier(
+            "flex",
+            [
+                ("flex_input", self.flex_input),
+                ("flex_cached_input", self.flex_cached_input),
+                ("flex_output", self.flex_output),
+            ],
+        )?;
         let aliases = self
             .aliases
             .into_iter()
@@ -448,6 +559,8 @@ impl RawEntry {
             model,
             rates,
             long_context,
+            priority,
+            flex,
             aliases,
         })
     }
@@ -480,6 +593,32 @@ fn parse_entries(text: &str, origin: &Path) -> Result<Vec<ModelPrice>, PricingEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_tiers_use_their_rates_or_the_multipliers() {
+        let pricing = Pricing::embedded();
+        let at = |model: &str, tier: ServiceTier| {
+            pricing
+                .cost_micro_usd(model, tier, 1_000_000, 0, 100_000)
+                .unwrap()
+        };
+        // gpt-5.5: 5 in, 30 out per 1M; no tier rates in the table.
+        assert_eq!(at("gpt-5.5", ServiceTier::Standard), 8_000_000);
+        assert_eq!(at("gpt-5.5", ServiceTier::Priority), 16_000_000);
+        assert_eq!(at("gpt-5.5", ServiceTier::Flex), 4_000_000);
+        // gpt-5.6-sol has its own priority rates (10 in, 60 out).
+        assert_eq!(at("gpt-5.6-sol", ServiceTier::Priority), 16_000_000);
+        assert_eq!(ServiceTier::from_name(Some("FAST")), ServiceTier::Priority);
+        assert_eq!(ServiceTier::from_name(Some("auto")), ServiceTier::Standard);
+        assert_eq!(ServiceTier::from_name(None), ServiceTier::Standard);
+        let partial =
+            r#"{"models":{"m":{"input":1,"cached_input":0.1,"output":2,"flex_input":0.5}}}"#;
+        let err = Pricing::parse(partial, Path::new("t.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("flex rates need all three"),
+            "{err}"
+        );
+    }
 
     /// Costs below are whole micro-USD by construction; compare USD with a tolerance for float
     /// rounding only.
@@ -567,13 +706,25 @@ mod tests {
             7.1,
         );
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.5", 1_000_000, 200_000, 100_000),
+            pricing.cost_micro_usd(
+                "gpt-5.5",
+                ServiceTier::Standard,
+                1_000_000,
+                200_000,
+                100_000
+            ),
             Some(7_100_000)
         );
         // gpt-5.1-codex-mini, 10,000 input of which 4,000 cached, 2,000 output:
         // 6,000 × 0.25 + 4,000 × 0.025 + 2,000 × 2 = 1,500 + 100 + 4,000 = 5,600 µUSD.
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.1-codex-mini", 10_000, 4_000, 2_000),
+            pricing.cost_micro_usd(
+                "gpt-5.1-codex-mini",
+                ServiceTier::Standard,
+                10_000,
+                4_000,
+                2_000
+            ),
             Some(5_600)
         );
         assert_usd(
@@ -581,7 +732,10 @@ mod tests {
             0.0056,
         );
         // gpt-5.4-mini, 1 uncached input token: 0.75 µUSD, rounds to 1.
-        assert_eq!(pricing.cost_micro_usd("gpt-5.4-mini", 1, 0, 0), Some(1));
+        assert_eq!(
+            pricing.cost_micro_usd("gpt-5.4-mini", ServiceTier::Standard, 1, 0, 0),
+            Some(1)
+        );
         // A known model with no tokens costs 0, which is not the same as unknown.
         assert_eq!(pricing.cost_usd("gpt-5.4", 0, 0, 0), Some(0.0));
     }
@@ -592,7 +746,7 @@ mod tests {
         // gpt-5.4, 1,000 input but 5,000 "cached": cached becomes 1,000, uncached 0:
         // 1,000 × 0.25 = 250 µUSD.
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.4", 1_000, 5_000, 0),
+            pricing.cost_micro_usd("gpt-5.4", ServiceTier::Standard, 1_000, 5_000, 0),
             Some(250)
         );
         assert_usd(pricing.cost_usd("gpt-5.4", 1_000, 5_000, 0), 0.00025);
@@ -603,12 +757,12 @@ mod tests {
         let pricing = Pricing::embedded();
         // At 272,000 input: normal rates, 272,000 × 5 = 1,360,000 µUSD = 1.36 USD.
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.6-sol", 272_000, 0, 0),
+            pricing.cost_micro_usd("gpt-5.6-sol", ServiceTier::Standard, 272_000, 0, 0),
             Some(1_360_000)
         );
         // At 272,001: long rates for the whole request, 272,001 × 10 = 2,720,010 µUSD.
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.6-sol", 272_001, 0, 0),
+            pricing.cost_micro_usd("gpt-5.6-sol", ServiceTier::Standard, 272_001, 0, 0),
             Some(2_720_010)
         );
         // 300,000 input of which 100,000 cached, 10,000 output, all at long rates:
@@ -622,7 +776,13 @@ mod tests {
         // gpt-5.6-terra, same request: 200,000 × 2 + 100,000 × 0.2 + 10,000 × 12
         // = 400,000 + 20,000 + 120,000 = 540,000 µUSD.
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.6-terra", 300_000, 100_000, 10_000),
+            pricing.cost_micro_usd(
+                "gpt-5.6-terra",
+                ServiceTier::Standard,
+                300_000,
+                100_000,
+                10_000
+            ),
             Some(540_000)
         );
     }
@@ -660,7 +820,7 @@ mod tests {
             assert!(pricing.price(model).is_none(), "{model}");
             assert_eq!(pricing.cost_usd(model, 1_000, 0, 1_000), None, "{model}");
             assert_eq!(
-                pricing.cost_micro_usd(model, 1_000, 0, 1_000),
+                pricing.cost_micro_usd(model, ServiceTier::Standard, 1_000, 0, 1_000),
                 None,
                 "{model}"
             );
@@ -690,7 +850,10 @@ mod tests {
         assert_eq!(name("base-2026-01-15").as_deref(), Some("base"));
         assert_eq!(name("other"), None);
         // 10 input, 0 cached, 5 output through an alias: 10 × 1 + 5 × 2 = 20 µUSD.
-        assert_eq!(pricing.cost_micro_usd("base-latest", 10, 0, 5), Some(20));
+        assert_eq!(
+            pricing.cost_micro_usd("base-latest", ServiceTier::Standard, 10, 0, 5),
+            Some(20)
+        );
     }
 
     #[test]
@@ -793,7 +956,7 @@ mod tests {
         // Replaced: gpt-5.5, 1,000 input of which 200 cached, 100 output:
         // 800 × 1 + 200 × 0.1 + 100 × 2 = 800 + 20 + 200 = 1,020 µUSD.
         assert_eq!(
-            pricing.cost_micro_usd("gpt-5.5", 1_000, 200, 100),
+            pricing.cost_micro_usd("gpt-5.5", ServiceTier::Standard, 1_000, 200, 100),
             Some(1_020)
         );
         // Kept from the embedded table, long-context rates included.

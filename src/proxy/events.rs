@@ -55,6 +55,8 @@ struct ResponseObject {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
+    service_tier: Option<String>,
+    #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
     error: Option<ErrorObject>,
@@ -82,6 +84,8 @@ pub struct StreamFacts {
     pub terminal: Option<Outcome>,
     pub usage: Option<Usage>,
     pub model: Option<String>,
+    /// The tier the upstream says the response ran at.
+    pub service_tier: Option<String>,
     pub error_code: Option<String>,
     /// The last `codex.rate_limits` event of the stream.
     pub rate_limits: Option<QuotaReading>,
@@ -110,6 +114,7 @@ impl StreamFacts {
                     }
                     self.usage = r.usage.or(self.usage);
                     self.model = r.model.or(self.model.take());
+                    self.service_tier = r.service_tier.or(self.service_tier.take());
                     if let Some(e) = r.error {
                         self.error_code = e.code.or(e.kind);
                     }

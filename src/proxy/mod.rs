@@ -183,6 +183,8 @@ pub struct Record {
     /// The conversation the turn belongs to (`prompt_cache_key`, else the session header).
     pub conversation: Option<String>,
     pub effort: Option<String>,
+    /// The tier the turn ran at (`priority`, `flex`), as reported, else as asked.
+    pub service_tier: Option<String>,
     pub key_id: Option<String>,
     pub account_id: Option<String>,
     pub model: Option<String>,
@@ -216,6 +218,7 @@ impl Record {
             user_agent: head.header_str("user-agent").and_then(user_agent_family),
             conversation: None,
             effort: None,
+            service_tier: None,
             key_id: None,
             account_id: None,
             model: None,
@@ -237,6 +240,7 @@ impl Record {
             self.cost_micro_usd = self.model.as_deref().and_then(|m| {
                 w.shared.pricing.cost_micro_usd(
                     m,
+                    crate::pricing::ServiceTier::from_name(self.service_tier.as_deref()),
                     self.usage.input_tokens,
                     self.usage.cached(),
                     self.usage.output_tokens,
@@ -288,6 +292,7 @@ pub fn record(w: &Worker, mut r: Record) {
         user_agent: r.user_agent,
         conversation: r.conversation,
         effort: r.effort,
+        service_tier: r.service_tier,
         key_id: r.key_id,
         account_id: r.account_id,
         model: r.model,

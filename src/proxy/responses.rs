@@ -69,6 +69,8 @@ struct Fields {
     #[serde(default)]
     prompt_cache_key: Option<String>,
     #[serde(default)]
+    service_tier: Option<String>,
+    #[serde(default)]
     previous_response_id: Option<String>,
     #[serde(default)]
     reasoning: Option<ReasoningField>,
@@ -123,6 +125,7 @@ struct Prepared {
     cache_key: Option<String>,
     previous_response_id: Option<String>,
     effort: Option<String>,
+    service_tier: Option<String>,
 }
 
 /// The conversation id a client names in a header (Codex sends `session_id`; other clients use
@@ -235,6 +238,7 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
         .clone()
         .filter(|p| !p.is_empty());
     let effort = fields.reasoning.as_ref().and_then(|r| r.effort.clone());
+    let service_tier = fields.service_tier.clone().filter(|t| !t.is_empty());
     if !fields.needs_rewrite() && cache_key.is_some() {
         return Ok(Prepared {
             body,
@@ -242,6 +246,7 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
             cache_key,
             previous_response_id,
             effort,
+            service_tier,
         });
     }
     let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
@@ -263,6 +268,7 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
                     cache_key,
                     previous_response_id,
                     effort,
+                    service_tier,
                 });
             }
             None => {}
@@ -281,6 +287,7 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
         cache_key,
         previous_response_id,
         effort,
+        service_tier,
     })
 }
 
@@ -788,6 +795,7 @@ pub(crate) async fn serve_turn(
         None => None,
     };
     rec.effort = prepared.effort.clone();
+    rec.service_tier = prepared.service_tier.clone();
     rec.conversation = prepared
         .cache_key
         .as_deref()
@@ -1344,6 +1352,9 @@ pub fn settle_turn(
     }
     if facts.model.is_some() {
         rec.model = facts.model;
+    }
+    if facts.service_tier.is_some() {
+        rec.service_tier = facts.service_tier;
     }
     if let Some(id) = &facts.response_id {
         w.shared.response_owners.remember(id, account);

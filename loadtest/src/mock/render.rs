@@ -169,6 +169,8 @@ pub fn plan_empty(tpl: &Template, ids: &RequestIds<'_>, usage: &TokenUsage) -> P
 pub struct RequestIds<'a> {
     pub response_id: &'a str,
     pub created_at: u64,
+    /// The tier the response reports it ran at: the request's `service_tier`, else `default`.
+    pub service_tier: &'a str,
 }
 
 pub fn plan(tpl: &Template, sc: &Scenario, ids: &RequestIds<'_>, usage: &TokenUsage) -> Plan {
@@ -287,8 +289,11 @@ impl Template {
         extra: &str,
     ) -> String {
         format!(
-            r#"{{"id":"{}","object":"response","created_at":{},"status":"{status}","model":{},"output":{output},"usage":{usage}{extra}}}"#,
-            ids.response_id, ids.created_at, self.model_json
+            r#"{{"id":"{}","object":"response","created_at":{},"status":"{status}","model":{},"service_tier":{},"output":{output},"usage":{usage}{extra}}}"#,
+            ids.response_id,
+            ids.created_at,
+            self.model_json,
+            Value::from(ids.service_tier)
         )
     }
 }
@@ -510,6 +515,7 @@ mod tests {
         RequestIds {
             response_id: "resp_1",
             created_at: 7,
+            service_tier: "default",
         }
     }
 

@@ -163,6 +163,11 @@ pub fn plan_turn(
     let ids = RequestIds {
         response_id: &response_id,
         created_at: shared.clock.now(),
+        service_tier: body
+            .get("service_tier")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty() && *t != "auto")
+            .unwrap_or("default"),
     };
     let plan = if generate {
         plan(&tpl, &a.sc, &ids, &tokens)
