@@ -381,3 +381,81 @@ fn a_turn_is_priced_at_the_service_tier_it_ran_at() {
         "fast {fast} / flex {flex} = {ratio}"
     );
 }
+
+/// The request log's effort, route and text filters, and a CSV export that holds every matching
+/// row however many pages that takes (the API's page is at most 1000).
+#[test]
+fn effort_route_and_text_filters_and_an_export_of_every_row() {
+    let env = Env::start(2);
+    let with_effort = |effort: &str, id: &str| {
+        let mut b: Value = serde_json::from_str(&turn_body("filters")).unwrap();
+        b["reasoning"] = json!({"effort": effort});
+        assert_eq!(
+            env.turn(&b.to_string(), &[("x-request-id", id)]).status,
+            200
+        );
+    };
+    with_effort("high", "needle-high-1");
+    with_effort("low", "plain-low-1");
+    let v1 = ureq::post(&env.url("/v1/chat/completions"))
+        .set("x-request-id", "needle-chat-1")
+        .send_string(
+            &json!({"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
+        .unwrap();
+    assert_eq!(v1.status(), 200);
+    // 1100 more turns from 4 clients.
+    std::thread::scope(|s| {
+        for c in 0..4 {
+            let env = &env;
+            s.spawn(move || {
+                for i in 0..275 {
+                    let r = env.turn(&turn_body(&format!("bulk {c} {i}")), &[]);
+                    assert_eq!(r.status, 200);
+                }
+            });
+        }
+    });
+    let ids = |q: &str| -> Vec<String> {
+        all_rows(&env, q)
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let total = env
+        .wait_for(Duration::from_secs(10), |e| {
+            let n = e.summary()["totals"]["requests"].as_u64()?;
+            (n >= 1103).then_some(n)
+        })
+        .expect("every turn recorded");
+    assert_eq!(total, 1103);
+    assert_eq!(ids("effort=high"), vec!["needle-high-1"]);
+    assert_eq!(ids("route=v1/chat/completions"), vec!["needle-chat-1"]);
+    let mut found = ids("q=NEEDLE");
+    found.sort();
+    assert_eq!(found, vec!["needle-chat-1", "needle-high-1"]);
+    assert_eq!(ids("q=needle&effort=low"), Vec::<String>::new());
+
+    // The export: every row, once, beyond the API's 1000-row page.
+    let r = ureq::get(&env.url("/api/requests?format=csv"))
+        .call()
+        .unwrap();
+    assert_eq!(r.header("x-codex-lb-next-cursor"), None);
+    let text = r.into_string().unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("time,request_id,"), "{header}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1103);
+    let distinct: std::collections::HashSet<&str> =
+        rows.iter().map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert_eq!(distinct.len(), 1103);
+    // Filters apply to it too.
+    let text = ureq::get(&env.url("/api/requests?format=csv&q=needle"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+}

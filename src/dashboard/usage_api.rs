@@ -20,6 +20,8 @@ use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
 
 const DEFAULT_REQUESTS_LIMIT: usize = 50;
+/// Rows one request-log export holds (about 15 MB of CSV); `x-codex-lb-next-cursor` continues.
+const CSV_MAX_ROWS: usize = 50_000;
 /// The longest range one rollup report covers.
 const MAX_RANGE_SECS: u64 = 90 * 86_400;
 
@@ -91,19 +93,18 @@ async fn csv_reply(
     client: &mut ClientConn,
     body: Vec<u8>,
     name: &str,
+    rest: Option<&str>,
     keep_alive: bool,
 ) -> bool {
     let disposition = format!("attachment; filename=\"{name}\"");
-    let bytes = full_response(
-        200,
-        "text/csv; charset=utf-8",
-        &[
-            ("cache-control", b"no-store"),
-            ("content-disposition", disposition.as_bytes()),
-        ],
-        &body,
-        keep_alive,
-    );
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("cache-control", b"no-store"),
+        ("content-disposition", disposition.as_bytes()),
+    ];
+    if let Some(c) = rest {
+        headers.push(("x-codex-lb-next-cursor", c.as_bytes()));
+    }
+    let bytes = full_response(200, "text/csv; charset=utf-8", &headers, &body, keep_alive);
     send(w, client, Bytes::from(bytes), keep_alive).await
 }
 
@@ -121,14 +122,17 @@ pub async fn handle(
     };
     match answer {
         Ok(Answer::Json(v)) => json_reply(w, client, 200, v, keep_alive).await,
-        Ok(Answer::Csv(body, name)) => csv_reply(w, client, body, name, keep_alive).await,
+        Ok(Answer::Csv(body, name, rest)) => {
+            csv_reply(w, client, body, name, rest.as_deref(), keep_alive).await
+        }
         Err(e) => reply_error(w, client, &e, keep_alive).await,
     }
 }
 
 enum Answer {
     Json(Value),
-    Csv(Vec<u8>, &'static str),
+    /// The CSV, its file name, and where an export stopped when it hit `CSV_MAX_ROWS`.
+    Csv(Vec<u8>, &'static str, Option<String>),
 }
 
 async fn summary(w: &Worker) -> Result<Answer, ApiError> {
@@ -181,27 +185,56 @@ async fn requests(w: &Worker, head: &RequestHead) -> Result<Answer, ApiError> {
         })?),
         None => None,
     };
-    let filter = RequestFilter {
+    let mut filter = RequestFilter {
         since_ms: time_param(&p, "since")?.map(|s| s * 1000),
         until_ms: time_param(&p, "until")?.map(|s| s * 1000),
         key: text("key"),
         account: text("account"),
         model: text("model"),
         status: text("status"),
+        effort: text("effort"),
+        route: text("route"),
+        text: text("q"),
         limit: p
             .get("limit")
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_REQUESTS_LIMIT),
         cursor,
     };
-    let page = ask(w, |reply| LedgerQuery::Search { filter, reply })
+    let csv = wants_csv(&p, head);
+    if csv {
+        filter.limit = search::MAX_LIMIT;
+    }
+    let mut page = ask(w, |reply| LedgerQuery::Search {
+        filter: filter.clone(),
+        reply,
+    })
+    .await
+    .ok_or_else(busy)?
+    .map_err(|e| ApiError::new(500, "server_error", "store_error", e))?;
+    if !csv {
+        return Ok(Answer::Json(json!(page)));
+    }
+    // An export is every matching row, page after page, up to a bound; past it the reply says
+    // where it stopped (`x-codex-lb-next-cursor`) instead of pretending to be complete.
+    let mut rows = std::mem::take(&mut page.requests);
+    let mut next = page.next_cursor.take();
+    while rows.len() < CSV_MAX_ROWS {
+        let Some(c) = next.as_deref().and_then(search::parse_cursor) else {
+            break;
+        };
+        filter.cursor = Some(c);
+        let more = ask(w, |reply| LedgerQuery::Search {
+            filter: filter.clone(),
+            reply,
+        })
         .await
         .ok_or_else(busy)?
         .map_err(|e| ApiError::new(500, "server_error", "store_error", e))?;
-    if wants_csv(&p, head) {
-        return Ok(Answer::Csv(requests_csv(&page.requests), "requests.csv"));
+        rows.extend(more.requests);
+        next = more.next_cursor;
     }
-    Ok(Answer::Json(json!(page)))
+    Ok(Answer::Csv(requests_csv(&rows), "requests.csv", next))
 }
 
 fn requests_csv(rows: &[UsageEvent]) -> Vec<u8> {
@@ -324,7 +357,7 @@ async fn rollups(w: &Worker, head: &RequestHead) -> Result<Answer, ApiError> {
     .ok_or_else(busy)?
     .map_err(|e| ApiError::new(500, "server_error", "store_error", e))?;
     if wants_csv(&p, head) {
-        return Ok(Answer::Csv(rollups_csv(&rows, dim), "usage.csv"));
+        return Ok(Answer::Csv(rollups_csv(&rows, dim), "usage.csv", None));
     }
     Ok(Answer::Json(json!({
         "granularity": granularity,

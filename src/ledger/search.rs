@@ -22,6 +22,10 @@ pub struct RequestFilter {
     pub model: Option<String>,
     /// An exact status (`429`), or a class (`4xx`, `5xx`, `error` for any non-2xx).
     pub status: Option<String>,
+    pub effort: Option<String>,
+    pub route: Option<String>,
+    /// Case-insensitive text found in the request id, conversation, error code or client.
+    pub text: Option<String>,
     pub limit: usize,
     /// Continue below this row key (from a previous page's `next_cursor`).
     pub cursor: Option<[u8; 16]>,
@@ -53,13 +57,29 @@ impl RequestFilter {
         let eq = |want: &Option<String>, got: &Option<String>| {
             want.as_deref().is_none_or(|w| got.as_deref() == Some(w))
         };
+        let found = |text: &str| {
+            let text = text.to_lowercase();
+            [
+                Some(&ev.request_id),
+                ev.conversation.as_ref(),
+                ev.error_code.as_ref(),
+                ev.user_agent.as_ref(),
+                ev.client_ip.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|field| field.to_lowercase().contains(&text))
+        };
         eq(&self.key, &ev.key_id)
             && eq(&self.account, &ev.account_id)
             && eq(&self.model, &ev.model)
+            && eq(&self.effort, &ev.effort)
+            && self.route.as_deref().is_none_or(|r| r == ev.route)
             && self
                 .status
                 .as_deref()
                 .is_none_or(|s| status_matches(s, ev.status))
+            && self.text.as_deref().is_none_or(found)
     }
 }
 

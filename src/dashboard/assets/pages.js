@@ -393,6 +393,9 @@ export function requests(root, ctx) {
     account: ctx.params.get('account') || '',
     model: ctx.params.get('model') || '',
     status: ctx.params.get('status') || '',
+    effort: ctx.params.get('effort') || '',
+    route: ctx.params.get('route') || '',
+    q: ctx.params.get('q') || '',
     limit: ctx.params.get('limit') || '50',
   };
   render(
@@ -411,6 +414,15 @@ export function requests(root, ctx) {
           ${[['', 'Any status'], ['429', '429 (rate limited)'], ['4xx', '4xx'], ['error', 'Errors (5xx, upstream)']]
             .map(([v, t]) => `<option value="${v}"${f.status === v ? ' selected' : ''}>${esc(t)}</option>`)
             .join('')}</select></label>
+        <label>Effort<select name="effort" data-testid="filter-effort">
+          ${['', 'minimal', 'low', 'medium', 'high', 'xhigh']
+            .map((v) => `<option value="${v}"${f.effort === v ? ' selected' : ''}>${v || 'Any effort'}</option>`)
+            .join('')}</select></label>
+        <label>Route<select name="route" data-testid="filter-route">
+          ${['', 'responses', 'v1/responses', 'v1/chat/completions', 'compact', 'models', 'control']
+            .map((v) => `<option value="${v}"${f.route === v ? ' selected' : ''}>${v || 'Any route'}</option>`)
+            .join('')}</select></label>
+        <label>Search<input name="q" value="${esc(f.q)}" placeholder="request id, conversation, error…" data-testid="filter-q" autocomplete="off"></label>
         <label>Per page<select name="limit" data-testid="filter-limit">
           ${['25', '50', '100', '250', '500'].map((v) => `<option${f.limit === v ? ' selected' : ''}>${v}</option>`).join('')}</select></label>
         <div class="filter-actions"><button type="submit" class="btn btn-primary" data-testid="filter-apply">Apply</button>
@@ -448,8 +460,12 @@ export function requests(root, ctx) {
     account: f.account,
     model: f.model,
     status: f.status,
+    effort: f.effort,
+    route: f.route,
+    q: f.q,
   });
-  $('[data-csv]', root).href = `/api/requests${qs({ ...filterParams(), limit: 1000, format: 'csv' })}`;
+  // The export is every matching row (the server pages through them), not this page.
+  $('[data-csv]', root).href = `/api/requests${qs({ ...filterParams(), format: 'csv' })}`;
 
   names().then((x) => {
     n = x;
@@ -480,6 +496,9 @@ export function requests(root, ctx) {
       account: fd.get('account'),
       model: String(fd.get('model') || '').trim(),
       status: fd.get('status'),
+      effort: fd.get('effort'),
+      route: fd.get('route'),
+      q: String(fd.get('q') || '').trim(),
       limit: fd.get('limit') === '50' ? '' : fd.get('limit'),
     };
     const target = `#/requests${qs(p)}`;
