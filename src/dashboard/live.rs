@@ -62,11 +62,10 @@ pub async fn stream(w: &Worker, client: &mut ClientConn) -> bool {
             ..RequestFilter::default()
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let rows = match w
-            .shared
-            .ledger_queries
-            .try_send(LedgerQuery::Search { filter, reply: tx })
-        {
+        let rows = match w.shared.ledger_queries.try_send(LedgerQuery::Search {
+            filter: Box::new(filter),
+            reply: tx,
+        }) {
             Ok(()) => await_reply(rx)
                 .await
                 .and_then(Result::ok)

@@ -206,7 +206,7 @@ async fn requests(w: &Worker, head: &RequestHead) -> Result<Answer, ApiError> {
         filter.limit = search::MAX_LIMIT;
     }
     let mut page = ask(w, |reply| LedgerQuery::Search {
-        filter: filter.clone(),
+        filter: Box::new(filter.clone()),
         reply,
     })
     .await
@@ -225,7 +225,7 @@ async fn requests(w: &Worker, head: &RequestHead) -> Result<Answer, ApiError> {
         };
         filter.cursor = Some(c);
         let more = ask(w, |reply| LedgerQuery::Search {
-            filter: filter.clone(),
+            filter: Box::new(filter.clone()),
             reply,
         })
         .await

@@ -114,7 +114,7 @@ pub enum LedgerQuery {
     Summary(Sender<UsageSummary>),
     /// Log rows matching a filter, a page at a time.
     Search {
-        filter: search::RequestFilter,
+        filter: Box<search::RequestFilter>,
         reply: Sender<Result<search::Page, String>>,
     },
     /// Rollups of one dimension over a range of buckets.
