@@ -129,3 +129,36 @@ fn settings_show_the_fixed_server_facts() {
     assert_eq!(v["server"]["log_retention_days"], 90, "{v}");
     assert!(v["strategy"].is_string(), "{v}");
 }
+
+/// Orchestrator probes: live while the process answers; ready only with an account that can
+/// take a turn, and not ready (503, with the reason) while none can.
+#[test]
+fn health_probes_say_live_and_ready_for_orchestrators() {
+    let status = |env: &Env, path: &str| match ureq::get(&env.url(path)).call() {
+        Ok(r) => (r.status(), r.into_json::<serde_json::Value>().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let empty = Env::start(0);
+    assert_eq!(status(&empty, "/health/live").0, 200);
+    assert_eq!(status(&empty, "/health/startup").0, 200);
+    let (s, v) = status(&empty, "/health/ready");
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["reasons"][0].as_str().unwrap().contains("no account"),
+        "{v}"
+    );
+
+    let env = Env::start(1);
+    let (s, v) = status(&env, "/health/ready");
+    assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
+    // Paused, the only account cannot serve: not ready until resumed.
+    let id = env.get_json("/api/accounts")["accounts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.post_json(&format!("/api/accounts/{id}/pause"), b"{}");
+    assert_eq!(status(&env, "/health/ready").0, 503);
+    env.post_json(&format!("/api/accounts/{id}/resume"), b"{}");
+    assert_eq!(status(&env, "/health/ready").0, 200);
+}

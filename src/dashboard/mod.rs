@@ -195,10 +195,65 @@ pub(crate) fn busy() -> ApiError {
     )
 }
 
-pub async fn health(w: &Rc<Worker>, client: &mut ClientConn, keep_alive: bool) -> bool {
+/// Which health answer: the full report, or an orchestrator's probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Full,
+    /// The process answers (liveness, and startup: it only listens once started).
+    Live,
+    /// It can serve a turn now: not draining, every worker up, an account that can take one.
+    Ready,
+}
+
+pub async fn health(
+    w: &Rc<Worker>,
+    client: &mut ClientConn,
+    probe: Probe,
+    keep_alive: bool,
+) -> bool {
     let shared = &w.shared;
     let snap = shared.accounts.load();
     let now = now_unix();
+    match probe {
+        Probe::Full => {}
+        Probe::Live => {
+            return json_reply(w, client, 200, json!({"status": "ok"}), keep_alive).await
+        }
+        Probe::Ready => {
+            let workers_up = shared
+                .metrics
+                .iter()
+                .filter(|c| c.driver.get().is_some())
+                .count();
+            let can_serve = snap
+                .accounts
+                .iter()
+                .filter(|a| a.status == AccountStatus::Active && a.blocked_at(now).is_none())
+                .count();
+            let mut not_ready = Vec::new();
+            if shared.shutdown.is_requested() {
+                not_ready.push("draining".to_string());
+            }
+            if workers_up < shared.settings.workers {
+                not_ready.push(format!(
+                    "{workers_up} of {} workers up",
+                    shared.settings.workers
+                ));
+            }
+            if can_serve == 0 {
+                not_ready.push("no account can serve (none active and unblocked)".to_string());
+            }
+            let (status, body) = if not_ready.is_empty() {
+                (
+                    200,
+                    json!({"status": "ready", "accounts_can_serve": can_serve}),
+                )
+            } else {
+                (503, json!({"status": "not_ready", "reasons": not_ready}))
+            };
+            return json_reply(w, client, status, body, keep_alive).await;
+        }
+    }
     let active = snap
         .accounts
         .iter()

@@ -86,7 +86,8 @@ impl ProxyRoute {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Proxy(ProxyRoute),
-    Health,
+    /// `/health` and the orchestrator probes (`/health/live`, `/health/startup`, `/health/ready`).
+    Health(crate::dashboard::Probe),
     /// `GET /metrics`: Prometheus text, loopback callers only.
     Metrics,
     Admin(crate::dashboard::AdminRoute),
@@ -146,9 +147,13 @@ pub fn route(method: &str, path: &str) -> Route {
                 Route::MethodNotAllowed
             }
         }
-        "/health" => {
+        "/health" | "/health/live" | "/health/startup" | "/health/ready" => {
             if get {
-                Route::Health
+                Route::Health(match path {
+                    "/health/ready" => crate::dashboard::Probe::Ready,
+                    "/health/live" | "/health/startup" => crate::dashboard::Probe::Live,
+                    _ => crate::dashboard::Probe::Full,
+                })
             } else {
                 Route::MethodNotAllowed
             }
@@ -591,7 +596,9 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                 }
             }
         }
-        Route::Health => crate::dashboard::health(w, client, keep_alive && !has_body).await,
+        Route::Health(probe) => {
+            crate::dashboard::health(w, client, probe, keep_alive && !has_body).await
+        }
         Route::Metrics => {
             crate::dashboard::prometheus::handle(w, client, &head, keep_alive && !has_body).await
         }
@@ -664,7 +671,14 @@ mod tests {
             route("GET", "/backend-api/codex/v1/models"),
             Route::Proxy(ProxyRoute::Models)
         );
-        assert_eq!(route("GET", "/health"), Route::Health);
+        assert_eq!(
+            route("GET", "/health"),
+            Route::Health(crate::dashboard::Probe::Full)
+        );
+        assert_eq!(
+            route("GET", "/health/ready"),
+            Route::Health(crate::dashboard::Probe::Ready)
+        );
         assert_eq!(route("GET", "/metrics"), Route::Metrics);
         assert_eq!(route("POST", "/metrics"), Route::MethodNotAllowed);
         assert_eq!(route("HEAD", "/metrics"), Route::MethodNotAllowed);
