@@ -42,13 +42,20 @@ fn sanitize_version(v: &str) -> Option<&str> {
 }
 
 /// Adds the OpenAI list members (`object`, `data`) beside the Codex `models` array, so both kinds
-/// of client can read the same reply (PROTOCOL.md §7.4).
+/// of client can read the same reply (PROTOCOL.md §7.4). The OpenAI list leaves out what the
+/// Codex picker hides (`visibility: "hide"`) and what is not offered to API callers
+/// (`supported_in_api: false`); Codex reads its own array, which keeps them.
 fn with_list_shape(mut catalog: Value) -> Value {
+    let listed = |m: &&Value| {
+        m.get("visibility").and_then(Value::as_str) != Some("hide")
+            && m.get("supported_in_api").and_then(Value::as_bool) != Some(false)
+    };
     let data: Vec<Value> = catalog
         .get("models")
         .and_then(Value::as_array)
         .map(|ms| {
             ms.iter()
+                .filter(listed)
                 .filter_map(|m| m.get("slug").and_then(Value::as_str))
                 .map(|slug| json!({"id": slug, "object": "model", "owned_by": "codex-lb"}))
                 .collect()
@@ -274,13 +281,16 @@ mod tests {
 
     #[test]
     fn list_shape_and_version_filter() {
-        let v = with_list_shape(json!({"models":[{"slug":"a"},{"no_slug":1}]}));
+        let v = with_list_shape(json!({"models":[
+            {"slug":"a"},{"no_slug":1},
+            {"slug":"hidden","visibility":"hide"},{"slug":"not-api","supported_in_api":false}
+        ]}));
         assert_eq!(v["object"], "list");
         assert_eq!(
             v["data"],
             json!([{"id":"a","object":"model","owned_by":"codex-lb"}])
         );
-        assert_eq!(v["models"].as_array().unwrap().len(), 2);
+        assert_eq!(v["models"].as_array().unwrap().len(), 4);
         assert_eq!(sanitize_version("0.169.0"), Some("0.169.0"));
         assert_eq!(sanitize_version("1&x=2"), None);
         assert!(builtin_catalog()["models"].as_array().unwrap().len() >= 3);
