@@ -69,47 +69,69 @@ fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Which header a trusted proxy names the client in. Only that one is read: a proxy that writes
+/// one passes the other through as the client sent it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, as nginx (`$proxy_add_x_forwarded_for`) and Caddy append it.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…`.
+    Forwarded,
+}
+
+/// Who a request is from, and whether a proxy's header said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub ip: IpAddr,
+    /// The address came from a trusted proxy's header, not from the TCP connection.
+    pub forwarded: bool,
+}
+
 /// The address a request is from. Normally the TCP peer; when the peer is one of
-/// `--trusted-proxy`, the address that proxy says it forwarded for: the right-most entry of
-/// `X-Forwarded-For` (all its lines, in order) that is not itself a trusted proxy, so a client
-/// cannot name its own address by sending the header through the proxy — the proxy appends the
-/// address it saw, and only entries right of the first untrusted one are believed. Without
-/// `X-Forwarded-For`, RFC 7239 `Forwarded: for=` is read the same way. An entry that does not
+/// `--trusted-proxy`, the address that proxy says it forwarded for: the right-most entry of the
+/// chosen header (all its lines, in order) that is not itself a trusted proxy, so a client cannot
+/// name its own address by sending the header through the proxy — the proxy appends the address
+/// it saw, and only entries right of the first untrusted one are believed. An entry that does not
 /// parse stops the walk at the last believed address.
 pub fn client_ip<'h>(
     trusted: &[IpNet],
+    header: ForwardedHeader,
     peer: IpAddr,
-    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
-) -> IpAddr {
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> Origin {
     let peer = unmapped(peer);
+    let direct = Origin {
+        ip: peer,
+        forwarded: false,
+    };
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
     if !is_trusted(peer) {
-        return peer;
+        return direct;
     }
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
     let mut chain: Vec<&str> = Vec::new();
-    for name in ["x-forwarded-for", "forwarded"] {
-        for (_, v) in headers
-            .clone()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            let Ok(v) = std::str::from_utf8(v) else {
-                return peer;
-            };
-            if name == "forwarded" {
-                chain.extend(v.split(',').filter_map(forwarded_for));
-            } else {
-                chain.extend(v.split(','));
-            }
-        }
-        if !chain.is_empty() {
-            break;
+    for (_, v) in headers.filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        let Ok(v) = std::str::from_utf8(v) else {
+            return direct;
+        };
+        match header {
+            ForwardedHeader::Forwarded => chain.extend(v.split(',').filter_map(forwarded_for)),
+            ForwardedHeader::XForwardedFor => chain.extend(v.split(',')),
         }
     }
-    let mut from = peer;
+    let mut from = direct;
     for entry in chain.iter().rev() {
         match parse_hop(entry) {
             Some(ip) => {
-                from = ip;
+                from = Origin {
+                    ip,
+                    forwarded: true,
+                };
                 if !is_trusted(ip) {
                     break;
                 }
@@ -118,6 +140,16 @@ pub fn client_ip<'h>(
         }
     }
     from
+}
+
+/// Whether a request from `origin` passes an allow-list. A forwarded address gets no loopback
+/// exemption: loopback is exempt because it is this machine, and a header is not this machine.
+pub fn origin_allowed(allow: &[IpNet], origin: Origin) -> bool {
+    if origin.forwarded {
+        allow.is_empty() || allow.iter().any(|n| n.contains(&origin.ip))
+    } else {
+        allowed(allow, origin.ip)
+    }
 }
 
 /// The `for=` node of one `Forwarded` element (`for=192.0.2.1;proto=https`).
@@ -196,10 +228,21 @@ mod tests {
         assert!(allowed(&[], "203.0.113.7".parse().unwrap()));
     }
 
-    fn from(trusted: &[&str], peer: &str, headers: &[(&'static str, &'static str)]) -> String {
+    fn from_by(
+        header: ForwardedHeader,
+        trusted: &[&str],
+        peer: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> String {
         let trusted: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
         let hs = headers.iter().map(|(n, v)| (*n, v.as_bytes()));
-        client_ip(&trusted, peer.parse().unwrap(), hs).to_string()
+        client_ip(&trusted, header, peer.parse().unwrap(), hs)
+            .ip
+            .to_string()
+    }
+
+    fn from(trusted: &[&str], peer: &str, headers: &[(&'static str, &'static str)]) -> String {
+        from_by(ForwardedHeader::XForwardedFor, trusted, peer, headers)
     }
 
     #[test]
@@ -245,7 +288,7 @@ mod tests {
         );
         assert_eq!(from(&t, "127.0.0.1", &xff("unknown")), "127.0.0.1");
         assert_eq!(from(&t, "127.0.0.1", &[]), "127.0.0.1");
-        // Ports and brackets as proxies write them; RFC 7239 when there is no X-Forwarded-For.
+        // Ports and brackets as proxies write them.
         assert_eq!(
             from(&t, "127.0.0.1", &xff("198.51.100.7:4711")),
             "198.51.100.7"
@@ -255,11 +298,33 @@ mod tests {
             "2001:db8::7"
         );
         assert_eq!(from(&t, "127.0.0.1", &xff("2001:db8::7")), "2001:db8::7");
-        let fwd = [(
-            "Forwarded",
-            r#"for=6.6.6.6, for="[2001:db8::9]:80";proto=https"#,
-        )];
-        assert_eq!(from(&t, "127.0.0.1", &fwd), "2001:db8::9");
+        // Only the chosen header is read: a Forwarded-writing proxy passes a client's own
+        // X-Forwarded-For through, and that must not count.
+        let both = [
+            ("X-Forwarded-For", "127.0.0.1"),
+            (
+                "Forwarded",
+                r#"for=6.6.6.6, for="[2001:db8::9]:80";proto=https"#,
+            ),
+        ];
+        assert_eq!(
+            from_by(ForwardedHeader::Forwarded, &t, "127.0.0.1", &both),
+            "2001:db8::9"
+        );
+        assert_eq!(from(&t, "127.0.0.1", &both[1..]), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_forwarded_loopback_address_is_not_exempt_from_allow_lists() {
+        let allow: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        let o = |ip: &str, forwarded| Origin {
+            ip: ip.parse().unwrap(),
+            forwarded,
+        };
+        assert!(origin_allowed(&allow, o("127.0.0.1", false)));
+        assert!(!origin_allowed(&allow, o("127.0.0.1", true)));
+        assert!(origin_allowed(&allow, o("198.51.100.4", true)));
+        assert!(origin_allowed(&[], o("127.0.0.1", true)));
     }
 
     #[test]

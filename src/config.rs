@@ -201,6 +201,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header --trusted-proxy names the client in; only that one is read.
+    #[arg(long, env = "CODEX_LB_TRUSTED_PROXY_HEADER", value_enum, default_value_t = crate::access::ForwardedHeader::XForwardedFor)]
+    pub trusted_proxy_header: crate::access::ForwardedHeader,
     /// Connections one client address may hold open on one worker; past it, 503 and close.
     #[arg(long, env = "CODEX_LB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
@@ -369,6 +372,7 @@ pub struct Settings {
     pub allow_cidrs: Vec<ipnet::IpNet>,
     pub dashboard_allow_cidrs: Vec<ipnet::IpNet>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxy_header: crate::access::ForwardedHeader,
     pub max_connections_per_client: usize,
     pub allow_open_data_dir: bool,
     pub dashboard_session_ttl: Duration,
@@ -446,6 +450,7 @@ impl Settings {
             allow_cidrs: a.allow_cidrs.clone(),
             dashboard_allow_cidrs: a.dashboard_allow_cidrs.clone(),
             trusted_proxies: a.trusted_proxies.clone(),
+            trusted_proxy_header: a.trusted_proxy_header,
             allow_open_data_dir: a.target.allow_open_data_dir,
             max_connections_per_client: a.max_connections_per_client,
             dashboard_session_ttl: a.dashboard_session_ttl,

@@ -238,6 +238,9 @@ fn a_trusted_proxy_s_forwarded_address_is_who_the_request_is_from() {
     // it saw, and that right-most entry is the one believed.
     let r = exchange(env.addr, &turn("198.51.100.7, 203.0.113.9", "fw-2"));
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // A loopback address in the header is not this machine: no exemption from the list.
+    let r = exchange(env.addr, &turn("127.0.0.1", "fw-0"));
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     let r = exchange(env.addr, &turn("203.0.113.9, 198.51.100.7", "fw-3"));
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // The request log names the client, not the proxy.

@@ -282,7 +282,7 @@ async fn answer(
     body: &[u8],
 ) -> Result<Answer, Failure> {
     let auth = &w.shared.admin_auth;
-    let addr = client.origin;
+    let addr = client.origin.ip;
     let loopback = crate::access::from_this_machine(client.peer, head);
     if let Some(need) = route.need() {
         auth.check(caller, head, need)?;

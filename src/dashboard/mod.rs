@@ -120,8 +120,8 @@ impl AdminRoute {
 }
 
 /// The dashboard's own network allow-list (`--dashboard-allow-cidr`), beside the port's.
-pub fn dashboard_reachable(w: &Worker, client: std::net::IpAddr) -> Result<(), ApiError> {
-    if crate::access::allowed(&w.shared.settings.dashboard_allow_cidrs, client) {
+pub fn dashboard_reachable(w: &Worker, client: crate::access::Origin) -> Result<(), ApiError> {
+    if crate::access::origin_allowed(&w.shared.settings.dashboard_allow_cidrs, client) {
         return Ok(());
     }
     Err(ApiError::new(
@@ -228,7 +228,11 @@ pub async fn health(
             let can_serve = snap
                 .accounts
                 .iter()
-                .filter(|a| a.status == AccountStatus::Active && a.blocked_at(now).is_none())
+                .filter(|a| {
+                    a.status == AccountStatus::Active
+                        && a.blocked_at(now).is_none()
+                        && !a.over_cap()
+                })
                 .count();
             let mut not_ready = Vec::new();
             if shared.shutdown.is_requested() {
@@ -241,7 +245,9 @@ pub async fn health(
                 ));
             }
             if can_serve == 0 {
-                not_ready.push("no account can serve (none active and unblocked)".to_string());
+                not_ready.push(
+                    "no account can serve (none active, unblocked and under its cap)".to_string(),
+                );
             }
             let (status, body) = if not_ready.is_empty() {
                 (
@@ -456,6 +462,8 @@ fn server_facts(w: &Worker) -> serde_json::Value {
         "allow_cidrs": s.allow_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "dashboard_allow_cidrs": s.dashboard_allow_cidrs.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "trusted_proxies": s.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "trusted_proxy_header": clap::ValueEnum::to_possible_value(&s.trusted_proxy_header)
+            .map(|v| v.get_name().to_string()),
     })
 }
 

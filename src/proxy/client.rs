@@ -102,7 +102,7 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     /// Who the current request is from: the peer, or the client a trusted proxy forwarded for
     /// (`access::client_ip`), set as each head is read.
-    pub origin: std::net::IpAddr,
+    pub origin: crate::access::Origin,
     rbuf: BytesMut,
 }
 
@@ -112,7 +112,10 @@ impl ClientConn {
             raw_fd: stream.as_raw_fd(),
             io: Io::Plain(stream),
             peer,
-            origin: peer.ip(),
+            origin: crate::access::Origin {
+                ip: peer.ip(),
+                forwarded: false,
+            },
             rbuf: BytesMut::with_capacity(READ_RESERVE),
         }
     }
@@ -127,7 +130,10 @@ impl ClientConn {
             raw_fd,
             io: Io::Tls(Box::new(stream)),
             peer,
-            origin: peer.ip(),
+            origin: crate::access::Origin {
+                ip: peer.ip(),
+                forwarded: false,
+            },
             rbuf: BytesMut::with_capacity(READ_RESERVE),
         }
     }

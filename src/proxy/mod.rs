@@ -534,10 +534,16 @@ pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::
                 return;
             }
         };
-        client.origin = crate::access::client_ip(&s.trusted_proxies, peer.ip(), head.headers());
+        client.origin = crate::access::client_ip(
+            &s.trusted_proxies,
+            s.trusted_proxy_header,
+            peer.ip(),
+            head.headers(),
+        );
         // A trusted proxy's connection was let in at accept; the client it forwards for is
         // checked against the same allow-list here.
-        if !s.trusted_proxies.is_empty() && !crate::access::allowed(&s.allow_cidrs, client.origin) {
+        if client.origin.forwarded && !crate::access::origin_allowed(&s.allow_cidrs, client.origin)
+        {
             let (status, kind, code, message) = crate::access::Refusal::Forbidden.answer();
             reply_error(
                 &w,
@@ -561,7 +567,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
     let has_body = head.framing != crate::http::request::BodyFraming::None;
     match route(head.method(), head.path()) {
         Route::Proxy(p) => {
-            let mut rec = Record::new(w, &head, p.name(), client.origin);
+            let mut rec = Record::new(w, &head, p.name(), client.origin.ip);
             if p == ProxyRoute::ResponsesWebSocket {
                 rec.transport = "websocket";
             }

@@ -319,7 +319,7 @@ async fn on_text(
     opened: Instant,
 ) -> bool {
     let s = &w.shared.settings;
-    let mut rec = Record::new(w, head, "responses", client.origin);
+    let mut rec = Record::new(w, head, "responses", client.origin.ip);
     rec.transport = "websocket";
     rec.request_bytes = text.len() as u64;
     let mut v: Value = match serde_json::from_str(&text) {
