@@ -520,13 +520,15 @@ impl Control {
         match obs {
             Observation::Blocked { id, block } => {
                 if let Some(e) = self.entries.get_mut(&*id) {
+                    // Every refusal dates the block, even one that does not extend it: a poll
+                    // asked before it must not lift it.
+                    e.blocked_at_ms = crate::accounts::quota::now_ms();
                     // Keep the later of two blocks: a second worker's report must not shorten it.
                     if e.block
                         .is_none_or(|b| b.until_unix < block.until_unix || b.reason != block.reason)
                     {
                         tracing::warn!(account = %id, reason = ?block.reason, until = block.until_unix, "account blocked");
                         e.block = Some(block);
-                        e.blocked_at_ms = crate::accounts::quota::now_ms();
                         self.publish();
                     }
                 }

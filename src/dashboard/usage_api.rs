@@ -22,6 +22,10 @@ use crate::worker::Worker;
 const DEFAULT_REQUESTS_LIMIT: usize = 50;
 /// Rows one request-log export holds (about 15 MB of CSV); `x-codex-lb-next-cursor` continues.
 const CSV_MAX_ROWS: usize = 50_000;
+/// Ledger queries one export may make (each scans at most `search::MAX_SCAN` rows), and how long
+/// it may take: a filter that matches little must not scan the whole log in one request.
+const CSV_MAX_PAGES: usize = 20;
+const CSV_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 /// The longest range one rollup report covers.
 const MAX_RANGE_SECS: u64 = 90 * 86_400;
 
@@ -219,7 +223,10 @@ async fn requests(w: &Worker, head: &RequestHead) -> Result<Answer, ApiError> {
     // where it stopped (`x-codex-lb-next-cursor`) instead of pretending to be complete.
     let mut rows = std::mem::take(&mut page.requests);
     let mut next = page.next_cursor.take();
-    while rows.len() < CSV_MAX_ROWS {
+    let started = std::time::Instant::now();
+    let mut pages = 1;
+    while rows.len() < CSV_MAX_ROWS && pages < CSV_MAX_PAGES && started.elapsed() < CSV_MAX_TIME {
+        pages += 1;
         let Some(c) = next.as_deref().and_then(search::parse_cursor) else {
             break;
         };

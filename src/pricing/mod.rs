@@ -190,17 +190,38 @@ impl ModelPrice {
     }
 
     /// The rates at `tier` for a request with `input_tokens` input tokens: the table's tier
-    /// rates, else the standard (or long-context) rates times the tier's multiplier.
+    /// rates, else the standard rates times the tier's multiplier. Past the long-context
+    /// threshold the long-context rates are the base, raised by the same factor the table's tier
+    /// rates put on the standard ones (so a priority long request never costs less than a
+    /// standard long one).
     pub fn tier_rates(&self, tier: ServiceTier, input_tokens: u64) -> Rates {
-        let standard = *self.rates_for(input_tokens);
-        match tier {
-            ServiceTier::Standard => standard,
-            ServiceTier::Priority => self
-                .priority
-                .unwrap_or_else(|| standard.scaled(PRIORITY_MULTIPLIER)),
-            ServiceTier::Flex => self
-                .flex
-                .unwrap_or_else(|| standard.scaled(FLEX_MULTIPLIER)),
+        let (own, multiplier) = match tier {
+            ServiceTier::Standard => return *self.rates_for(input_tokens),
+            ServiceTier::Priority => (self.priority, PRIORITY_MULTIPLIER),
+            ServiceTier::Flex => (self.flex, FLEX_MULTIPLIER),
+        };
+        let long = self
+            .long_context
+            .filter(|l| input_tokens > l.threshold)
+            .map(|l| l.rates);
+        match (own, long) {
+            (None, base) => base.unwrap_or(self.rates).scaled(multiplier),
+            (Some(own), None) => own,
+            (Some(own), Some(long)) => {
+                let factor = |tiered: f64, standard: f64| {
+                    if standard > 0.0 {
+                        tiered / standard
+                    } else {
+                        multiplier
+                    }
+                };
+                Rates {
+                    input: long.input * factor(own.input, self.rates.input),
+                    cached_input: long.cached_input
+                        * factor(own.cached_input, self.rates.cached_input),
+                    output: long.output * factor(own.output, self.rates.output),
+                }
+            }
         }
     }
 
@@ -606,8 +627,20 @@ mod tests {
         assert_eq!(at("gpt-5.5", ServiceTier::Standard), 8_000_000);
         assert_eq!(at("gpt-5.5", ServiceTier::Priority), 16_000_000);
         assert_eq!(at("gpt-5.5", ServiceTier::Flex), 4_000_000);
-        // gpt-5.6-sol has its own priority rates (10 in, 60 out).
-        assert_eq!(at("gpt-5.6-sol", ServiceTier::Priority), 16_000_000);
+        // gpt-5.6-sol has its own priority rates (10 in, 60 out) below its threshold.
+        let sol = pricing
+            .cost_micro_usd("gpt-5.6-sol", ServiceTier::Priority, 100_000, 0, 10_000)
+            .unwrap();
+        assert_eq!(sol, 1_000_000 + 600_000);
+        // Past its long-context threshold: long rates (10 in, 45 out) times the priority factor
+        // (2x in, 2x out), never less than standard long.
+        let long = |tier| {
+            pricing
+                .cost_micro_usd("gpt-5.6-sol", tier, 300_000, 0, 10_000)
+                .unwrap()
+        };
+        assert_eq!(long(ServiceTier::Standard), 3_000_000 + 450_000);
+        assert_eq!(long(ServiceTier::Priority), 2 * (3_000_000 + 450_000));
         assert_eq!(ServiceTier::from_name(Some("FAST")), ServiceTier::Priority);
         assert_eq!(ServiceTier::from_name(Some("auto")), ServiceTier::Standard);
         assert_eq!(ServiceTier::from_name(None), ServiceTier::Standard);

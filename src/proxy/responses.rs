@@ -142,24 +142,24 @@ pub(crate) fn session_header(head: &RequestHead) -> Option<&str> {
     .filter(|s| !s.is_empty())
 }
 
-/// Characters of the instructions and of the opening user message a derived cache key reads.
-const DERIVED_KEY_CHARS: usize = 512;
-
-/// The first `DERIVED_KEY_CHARS` of the first user message's text in a Responses `input`.
+/// The whole text of the first user message in a Responses `input` (all its text parts): a
+/// prefix would give every conversation that opens with the same long preamble one key.
 fn first_user_text(input: &Value) -> Option<String> {
-    let take = |s: &str| s.chars().take(DERIVED_KEY_CHARS).collect::<String>();
     match input {
-        Value::String(s) => Some(take(s)),
+        Value::String(s) => Some(s.clone()),
         Value::Array(items) => {
             let item = items
                 .iter()
                 .find(|i| i.get("role").and_then(Value::as_str) == Some("user"))?;
             match item.get("content")? {
-                Value::String(s) => Some(take(s)),
-                Value::Array(parts) => parts
-                    .iter()
-                    .find_map(|p| p.get("text").and_then(Value::as_str))
-                    .map(take),
+                Value::String(s) => Some(s.clone()),
+                Value::Array(parts) => {
+                    let texts: Vec<&str> = parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str))
+                        .collect();
+                    (!texts.is_empty()).then(|| texts.join("\u{1f}"))
+                }
                 _ => None,
             }
         }
@@ -177,10 +177,7 @@ fn derived_cache_key(
     key_id: Option<&str>,
 ) -> Option<String> {
     use sha2::{Digest, Sha256};
-    let instructions: Option<String> = obj
-        .get("instructions")
-        .and_then(Value::as_str)
-        .map(|s| s.chars().take(DERIVED_KEY_CHARS).collect());
+    let instructions = obj.get("instructions").and_then(Value::as_str);
     let user = obj.get("input").and_then(first_user_text);
     if instructions.is_none() && user.is_none() {
         return None;
@@ -194,7 +191,7 @@ fn derived_cache_key(
     for part in [
         class,
         key_id.unwrap_or(""),
-        instructions.as_deref().unwrap_or(""),
+        instructions.unwrap_or(""),
         user.as_deref().unwrap_or(""),
     ] {
         h.update((part.len() as u64).to_le_bytes());
@@ -203,10 +200,20 @@ fn derived_cache_key(
     Some(format!("clb-{}", hex::encode(&h.finalize()[..16])))
 }
 
+/// Whether a turn without a `prompt_cache_key` gets one derived (see `derived_cache_key`), and
+/// for which key.
+#[derive(Debug, Clone, Copy)]
+enum Derive<'a> {
+    /// The client named its conversation some other way (a session header), or the request is
+    /// not a turn of one (compaction): leave the body be.
+    No,
+    ForKey(Option<&'a str>),
+}
+
 /// Parses the routing fields and returns the body to forward: the client's bytes unchanged unless
 /// the upstream would reject them (unsupported fields, `store:true`, `stream` not true) or the
-/// turn brought no `prompt_cache_key` (one is derived, see `derived_cache_key`).
-fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError> {
+/// turn brought no way to tell its conversation (a key is derived, see `derived_cache_key`).
+fn prepare_body(body: Bytes, derive: Derive<'_>) -> Result<Prepared, ApiError> {
     // serde skips the fields it does not read without checking them, and the body is forwarded
     // as it came: invalid UTF-8 anywhere in it must be refused here, not by the upstream.
     if let Err(e) = std::str::from_utf8(&body) {
@@ -239,7 +246,8 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
         .filter(|p| !p.is_empty());
     let effort = fields.reasoning.as_ref().and_then(|r| r.effort.clone());
     let service_tier = fields.service_tier.clone().filter(|t| !t.is_empty());
-    if !fields.needs_rewrite() && cache_key.is_some() {
+    let wants_key = cache_key.is_none() && matches!(derive, Derive::ForKey(_));
+    if !fields.needs_rewrite() && !wants_key {
         return Ok(Prepared {
             body,
             model,
@@ -255,7 +263,7 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
             format!("request body is not a valid JSON object: {e}"),
         )
     })?;
-    if cache_key.is_none() {
+    if let (true, Derive::ForKey(key_id)) = (wants_key, derive) {
         cache_key = derived_cache_key(&obj, model.as_deref().unwrap_or_default(), key_id);
         match &cache_key {
             Some(k) => {
@@ -293,8 +301,8 @@ fn prepare_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError>
 
 /// A compaction body: the same routing fields and stripped fields as a turn, but no
 /// `stream`/`store` forced on it (the compact endpoint answers one JSON object).
-fn prepare_compact_body(body: Bytes, key_id: Option<&str>) -> Result<Prepared, ApiError> {
-    let mut p = prepare_body(body, key_id)?;
+fn prepare_compact_body(body: Bytes) -> Result<Prepared, ApiError> {
+    let mut p = prepare_body(body, Derive::No)?;
     let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&p.body)
         .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?;
     obj.remove("stream");
@@ -753,9 +761,11 @@ pub(crate) async fn serve_turn(
     let s = &w.shared.settings;
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
     let prepared = match if matches!(delivery, Delivery::Compact) {
-        prepare_compact_body(body, key.as_deref().map(|k| &*k.id))
+        prepare_compact_body(body)
+    } else if session_header(&head).is_some() {
+        prepare_body(body, Derive::No)
     } else {
-        prepare_body(body, key.as_deref().map(|k| &*k.id))
+        prepare_body(body, Derive::ForKey(key.as_deref().map(|k| &*k.id)))
     } {
         Ok(x) => x,
         Err(err) => return answer_error(w, client, &delivery, err, keep_alive, rec).await,
@@ -1471,7 +1481,7 @@ mod tests {
                 .to_string(),
             )
         };
-        let a = prepare_body(body("be brief", "hello"), Some("key_1")).unwrap();
+        let a = prepare_body(body("be brief", "hello"), Derive::ForKey(Some("key_1"))).unwrap();
         let k = a.cache_key.clone().unwrap();
         assert!(k.starts_with("clb-") && k.len() == 36, "{k}");
         let sent: Value = serde_json::from_slice(&a.body).unwrap();
@@ -1482,7 +1492,11 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"role": "user", "content": "more"}));
-        let later = prepare_body(Bytes::from(later.to_string()), Some("key_1")).unwrap();
+        let later = prepare_body(
+            Bytes::from(later.to_string()),
+            Derive::ForKey(Some("key_1")),
+        )
+        .unwrap();
         assert_eq!(later.cache_key.as_deref(), Some(k.as_str()));
         // Another opening, another API key, or a string input: other keys.
         for (b, key) in [
@@ -1490,15 +1504,35 @@ mod tests {
             (body("be brief", "hello"), Some("key_2")),
             (body("be brief", "hello"), None),
         ] {
-            assert_ne!(prepare_body(b, key).unwrap().cache_key, Some(k.clone()));
+            assert_ne!(
+                prepare_body(b, Derive::ForKey(key)).unwrap().cache_key,
+                Some(k.clone())
+            );
         }
         let s = Bytes::from_static(br#"{"model":"m","stream":true,"input":"just text"}"#);
-        assert!(prepare_body(s, None).unwrap().cache_key.is_some());
+        assert!(prepare_body(s.clone(), Derive::ForKey(None))
+            .unwrap()
+            .cache_key
+            .is_some());
+        // Named another way (a session header) or a compaction: the body is left as it came.
+        assert_eq!(prepare_body(s.clone(), Derive::No).unwrap().body, s);
+        assert!(prepare_compact_body(s).unwrap().cache_key.is_none());
+        // A long shared preamble does not make two conversations one.
+        let preamble = "x".repeat(2000);
+        let a = prepare_body(
+            body("i", &format!("{preamble} task one")),
+            Derive::ForKey(None),
+        );
+        let b = prepare_body(
+            body("i", &format!("{preamble} task two")),
+            Derive::ForKey(None),
+        );
+        assert_ne!(a.unwrap().cache_key, b.unwrap().cache_key);
         // A client's own key is kept and its bytes untouched.
         let own = Bytes::from_static(
             br#"{"model":"m","stream":true,"prompt_cache_key":"mine","input":"x"}"#,
         );
-        let p = prepare_body(own.clone(), Some("key_1")).unwrap();
+        let p = prepare_body(own.clone(), Derive::ForKey(Some("key_1"))).unwrap();
         assert_eq!((p.body, p.cache_key.as_deref()), (own, Some("mine")));
     }
 
@@ -1506,30 +1540,33 @@ mod tests {
     fn body_is_forwarded_untouched_unless_the_upstream_would_reject_it() {
         let clean =
             Bytes::from_static(br#"{"model":"gpt-5.5","stream":true,"store":false,"input":[]}"#);
-        let p = prepare_body(clean.clone(), None).unwrap();
+        let p = prepare_body(clean.clone(), Derive::ForKey(None)).unwrap();
         assert_eq!(p.body, clean);
         assert_eq!(p.model.as_deref(), Some("gpt-5.5"));
         let dirty = Bytes::from_static(
             br#"{"model":"m","temperature":0.2,"store":true,"input":[1],"user":null}"#,
         );
-        let p = prepare_body(dirty, None).unwrap();
+        let p = prepare_body(dirty, Derive::ForKey(None)).unwrap();
         let v: Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(
             v,
             json!({"model":"m","store":false,"input":[1],"stream":true})
         );
         assert_eq!(
-            prepare_body(Bytes::from_static(b"[1]"), None)
+            prepare_body(Bytes::from_static(b"[1]"), Derive::ForKey(None))
                 .unwrap_err()
                 .code
                 .as_deref(),
             Some("invalid_json")
         );
         assert_eq!(
-            prepare_body(Bytes::from_static(b"{\"stream\":true}"), None)
-                .unwrap_err()
-                .param
-                .as_deref(),
+            prepare_body(
+                Bytes::from_static(b"{\"stream\":true}"),
+                Derive::ForKey(None)
+            )
+            .unwrap_err()
+            .param
+            .as_deref(),
             Some("model")
         );
     }
