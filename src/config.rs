@@ -66,6 +66,14 @@ pub struct LoginArgs {
     /// How long a browser sign-in may stay pending (device sign-ins last as long as their code).
     #[arg(long, env = "CODEX_LB_LOGIN_TIMEOUT", default_value = DEFAULT_LOGIN_TIMEOUT, value_parser = parse_duration)]
     pub login_timeout: Duration,
+    /// An HTTP proxy every outbound connection tunnels through with CONNECT (the upstream, the
+    /// OAuth issuer, usage polls): `http://[user:password@]host:port`.
+    #[arg(long, env = "CODEX_LB_UPSTREAM_PROXY", value_parser = parse_egress_proxy)]
+    pub upstream_proxy: Option<crate::upstream::egress::EgressProxy>,
+}
+
+fn parse_egress_proxy(s: &str) -> Result<crate::upstream::egress::EgressProxy, String> {
+    crate::upstream::egress::EgressProxy::parse(s)
 }
 
 /// Flags and environment for `codex-lb serve`.
@@ -337,6 +345,8 @@ pub struct Settings {
     pub auth_base: UpstreamUrl,
     /// The issuer URL as given, for links shown to people.
     pub auth_base_url: String,
+    /// `--upstream-proxy`: all outbound connections tunnel through it.
+    pub upstream_proxy: Option<crate::upstream::egress::EgressProxy>,
     pub oauth_callback_port: u16,
     pub login_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
@@ -413,6 +423,7 @@ impl Settings {
             upstream,
             auth_base: UpstreamUrl::parse(&a.login.auth_base_url)?,
             auth_base_url: a.login.auth_base_url.trim_end_matches('/').to_string(),
+            upstream_proxy: a.login.upstream_proxy.clone(),
             oauth_callback_port: a.login.oauth_callback_port,
             login_timeout: a.login.login_timeout,
             upstream_ca_file: a.upstream_ca_file.clone(),

@@ -89,6 +89,8 @@ pub enum StartError {
     AdminToken(std::io::Error),
     #[error("cannot write the dashboard's bootstrap token file in the data dir: {0}")]
     BootstrapToken(std::io::Error),
+    #[error("{0}")]
+    UpstreamProxy(String),
     #[error("cannot read the dashboard's credentials: {0}")]
     AuthStore(#[from] sled::Error),
 }
@@ -118,12 +120,14 @@ impl ShutdownHandle {
 fn login_flows(
     settings: &Settings,
     tls: Option<Arc<rustls::ClientConfig>>,
+    egress: Option<Arc<crate::upstream::egress::Egress>>,
     control_tx: crossbeam_channel::Sender<ControlMsg>,
 ) -> LoginFlows {
     let issuer = Issuer {
         url: settings.auth_base.clone(),
         base: settings.auth_base_url.clone(),
         tls,
+        egress,
     };
     let store: StoreAccount = Box::new(move |tokens: &Tokens| {
         let (reply, answer) = crossbeam_channel::bounded(1);
@@ -180,9 +184,17 @@ impl Gateway {
         } else {
             None
         };
-        let addrs = match control::resolve(&settings.upstream) {
-            Ok(a) => a,
-            Err(e) => {
+        let egress = match &settings.upstream_proxy {
+            Some(p) => Some(Arc::new(
+                crate::upstream::egress::Egress::resolve(p).map_err(StartError::UpstreamProxy)?,
+            )),
+            None => None,
+        };
+        // Through a proxy the proxy resolves the upstream's name (this machine may not).
+        let addrs = match (&egress, control::resolve(&settings.upstream)) {
+            (Some(_), _) => Vec::new(),
+            (None, Ok(a)) => a,
+            (None, Err(e)) => {
                 tracing::warn!(host = %settings.upstream.host, error = %e, "cannot resolve the upstream yet; retrying in the background");
                 Vec::new()
             }
@@ -191,7 +203,12 @@ impl Gateway {
         let (query_tx, query_rx) = crossbeam_channel::bounded(LEDGER_QUERY_CHANNEL);
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL);
         let workers_n = settings.workers;
-        let login = Arc::new(login_flows(&settings, tls.clone(), control_tx.clone()));
+        let login = Arc::new(login_flows(
+            &settings,
+            tls.clone(),
+            egress.clone(),
+            control_tx.clone(),
+        ));
         let pricing = Arc::new(crate::pricing::Pricing::load(&settings.data_dir)?);
         let server_tls = match &settings.tls {
             Some((cert, key)) => Some(Arc::new(crate::server_tls::ServerTls::load(cert, key)?)),
@@ -240,6 +257,7 @@ impl Gateway {
             keys: ArcSwap::from_pointee(Default::default()),
             upstream_addrs: ArcSwap::from_pointee(addrs),
             tls,
+            egress,
             ledger_tx,
             ledger_queries: query_tx,
             control_tx,
@@ -272,6 +290,7 @@ impl Gateway {
             shared.settings.upstream.clone(),
             shared.settings.auth_base.clone(),
             shared.tls.clone(),
+            shared.egress.clone(),
             jobs_rx,
             shared.control_tx.clone(),
         )

@@ -33,6 +33,8 @@ pub struct Shared {
     pub upstream_addrs: ArcSwap<Vec<SocketAddr>>,
     /// Client TLS for the upstream and the OAuth issuer (whichever is https).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--upstream-proxy` with its resolved addresses: every outbound connection tunnels through it.
+    pub egress: Option<Arc<crate::upstream::egress::Egress>>,
     pub ledger_tx: Sender<Box<UsageEvent>>,
     pub ledger_queries: Sender<LedgerQuery>,
     pub control_tx: Sender<ControlMsg>,

@@ -67,10 +67,17 @@ fn run_here(store: crate::store::Store, opts: &LoginOptions) -> Result<FlowView,
     } else {
         None
     };
+    let egress = match &opts.login.upstream_proxy {
+        Some(p) => Some(std::sync::Arc::new(
+            crate::upstream::egress::Egress::resolve(p)?,
+        )),
+        None => None,
+    };
     let issuer = Issuer {
         url,
         base: opts.login.auth_base_url.trim_end_matches('/').to_string(),
         tls,
+        egress,
     };
     let save: StoreAccount = Box::new(move |tokens: &Tokens| {
         let body = crate::accounts::auth_file::to_auth_json(

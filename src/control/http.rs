@@ -21,6 +21,8 @@ pub struct Endpoint {
     pub url: UpstreamUrl,
     pub addrs: Vec<SocketAddr>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--upstream-proxy`: every connection is a tunnel through it (and `addrs` goes unused).
+    pub egress: Option<Arc<crate::upstream::egress::Egress>>,
 }
 
 pub struct Reply {
@@ -43,7 +45,15 @@ impl Endpoint {
         } else {
             None
         };
-        let mut conn = UpstreamConn::connect_to(&self.addrs, &self.url.host, tls, timeout).await?;
+        let mut conn = UpstreamConn::connect_to(
+            &self.addrs,
+            &self.url.host,
+            self.url.port,
+            tls,
+            timeout,
+            self.egress.as_deref(),
+        )
+        .await?;
         let mut head = BytesMut::with_capacity(512 + body.len());
         head.put_slice(method.as_bytes());
         head.put_slice(b" ");

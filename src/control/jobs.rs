@@ -75,16 +75,22 @@ struct Endpoints {
     upstream: UpstreamUrl,
     auth: UpstreamUrl,
     tls: Option<Arc<rustls::ClientConfig>>,
+    egress: Option<Arc<crate::upstream::egress::Egress>>,
 }
 
 impl Endpoints {
     fn endpoint(&self, url: &UpstreamUrl) -> Result<Endpoint, String> {
-        // Resolved per job: this thread may block, and addresses change.
-        let addrs = super::resolve(url).map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
+        // Resolved per job: this thread may block, and addresses change. Through a proxy the
+        // proxy resolves the name.
+        let addrs = match self.egress {
+            Some(_) => Vec::new(),
+            None => super::resolve(url).map_err(|e| format!("cannot resolve {}: {e}", url.host))?,
+        };
         Ok(Endpoint {
             url: url.clone(),
             addrs,
             tls: self.tls.clone(),
+            egress: self.egress.clone(),
         })
     }
 }
@@ -93,11 +99,17 @@ pub fn spawn(
     upstream: UpstreamUrl,
     auth: UpstreamUrl,
     tls: Option<Arc<rustls::ClientConfig>>,
+    egress: Option<Arc<crate::upstream::egress::Egress>>,
     jobs: Receiver<Job>,
     results: Sender<ControlMsg>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("codex-lb-jobs".into()).spawn(move || {
-        let ep = Endpoints { upstream, auth, tls };
+        let ep = Endpoints {
+            upstream,
+            auth,
+            tls,
+            egress,
+        };
         let mut rt = match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
             Ok(rt) => rt,
             Err(e) => {

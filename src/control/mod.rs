@@ -772,7 +772,8 @@ impl Control {
                 self.schedule_jobs();
                 self.persist_quota(false);
             }
-            if last_dns.elapsed() >= DNS_REFRESH {
+            // Through an egress proxy the proxy resolves the upstream.
+            if last_dns.elapsed() >= DNS_REFRESH && self.shared.egress.is_none() {
                 last_dns = Instant::now();
                 if let Ok(addrs) = resolve(&upstream) {
                     if **self.shared.upstream_addrs.load() != addrs {

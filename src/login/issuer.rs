@@ -21,6 +21,8 @@ pub struct Issuer {
     /// The issuer URL as given (`https://auth.openai.com`), for links shown to people.
     pub base: String,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `--upstream-proxy`, when sign-ins must leave through it.
+    pub egress: Option<Arc<crate::upstream::egress::Egress>>,
 }
 
 /// What the device-code endpoint handed out.
@@ -46,12 +48,16 @@ pub enum DevicePoll {
 
 impl Issuer {
     fn call(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Reply, String> {
-        let addrs = crate::control::resolve(&self.url)
-            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?;
+        let addrs = match self.egress {
+            Some(_) => Vec::new(),
+            None => crate::control::resolve(&self.url)
+                .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))?,
+        };
         let ep = Endpoint {
             url: self.url.clone(),
             addrs,
             tls: self.tls.clone(),
+            egress: self.egress.clone(),
         };
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()

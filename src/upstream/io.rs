@@ -10,6 +10,7 @@ use monoio::net::TcpStream;
 use monoio_rustls::{ClientTlsStream, TlsConnector};
 use rustls::pki_types::ServerName;
 
+use super::egress::Egress;
 use super::UpstreamError;
 use crate::shared::Shared;
 
@@ -41,18 +42,32 @@ impl UpstreamConn {
     ) -> Result<UpstreamConn, UpstreamError> {
         let addrs = shared.upstream_addrs.load_full();
         let tls = shared.tls.as_ref().filter(|_| shared.settings.upstream.tls);
-        Self::connect_to(&addrs, &shared.settings.upstream.host, tls, timeout).await
+        let up = &shared.settings.upstream;
+        Self::connect_to(
+            &addrs,
+            &up.host,
+            up.port,
+            tls,
+            timeout,
+            shared.egress.as_deref(),
+        )
+        .await
     }
 
-    /// Connects to the first of `addrs` that answers, with TLS for `host` when `tls` is given.
+    /// Connects to the first of `addrs` that answers — or, through `egress`, tunnels to
+    /// `host:port` from the first proxy address that answers — with TLS for `host` when `tls` is
+    /// given.
     pub async fn connect_to(
         addrs: &[std::net::SocketAddr],
         host: &str,
+        port: u16,
         tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
         timeout: Duration,
+        egress: Option<&Egress>,
     ) -> Result<UpstreamConn, UpstreamError> {
         let mut last = UpstreamError::NoAddress;
-        for addr in addrs {
+        let targets = egress.map_or(addrs, |e| e.addrs.as_slice());
+        for addr in targets {
             let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(*addr)).await
             {
                 Ok(Ok(s)) => s,
@@ -65,7 +80,12 @@ impl UpstreamConn {
                     continue;
                 }
             };
+            let mut stream = stream;
             let _ = stream.set_nodelay(true);
+            if let Some(e) = egress {
+                // A refusal is the proxy's answer for every address: no point trying the next.
+                e.proxy.tunnel(&mut stream, host, port, timeout).await?;
+            }
             let io = match tls {
                 None => Io::Plain(stream),
                 Some(cfg) => {

@@ -4,6 +4,7 @@
 //! Owns sockets to the upstream and nothing else: which account to use, what to forward and how
 //! to relay the answer are decided in `proxy`.
 
+pub mod egress;
 pub mod exchange;
 pub mod io;
 pub mod pool;
@@ -39,6 +40,9 @@ pub enum UpstreamError {
     /// The upstream WebSocket broke its protocol or closed before the turn's first event.
     #[error("upstream websocket: {0}")]
     WebSocket(String),
+    /// The egress proxy (`--upstream-proxy`) would not open a tunnel.
+    #[error("upstream proxy {0}")]
+    Proxy(String),
 }
 
 impl UpstreamError {
@@ -56,6 +60,7 @@ impl UpstreamError {
                 | UpstreamError::Connect(_)
                 | UpstreamError::ConnectTimeout
                 | UpstreamError::Tls(_)
+                | UpstreamError::Proxy(_)
         )
     }
 
@@ -71,6 +76,7 @@ impl UpstreamError {
                 "upstream_protocol_error"
             }
             UpstreamError::BodyTooLarge(_) => "upstream_body_too_large",
+            UpstreamError::Proxy(_) => "upstream_proxy_error",
         }
     }
 }
