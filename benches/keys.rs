@@ -58,6 +58,7 @@ fn policy() -> KeyPolicy {
         ],
         allowed_models: vec!["gpt-5.3-codex".into(), "gpt-5.4".into(), MODEL.into()],
         allowed_efforts: Vec::new(),
+        allowed_accounts: Vec::new(),
         max_streams: Some(64),
         requests_per_minute: Some(1_000_000_000),
     }
@@ -91,6 +92,7 @@ fn fixture() -> Fixture {
             name: record.name,
             expires_at: Some(NOW + 365 * 86_400),
             revoked: false,
+            paused: false,
             policy,
             live: Arc::new(KeyLive::default()),
             counters,

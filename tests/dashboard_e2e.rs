@@ -1,6 +1,7 @@
 //! The dashboard end to end in headless Chromium (the system's `chromium`, driven by
-//! `playwright-core`; both installed by scripts/test.sh): log in, create a key, see a request made
-//! with it appear live on the overview, and screenshot every page into
+//! `playwright-core`; both installed by scripts/test.sh): log in, create a key bound to one
+//! account, pause, resume and regenerate it, see a request made with its new secret appear live
+//! on the overview, and screenshot every page into
 //! `target/dashboard-screenshots/` (kept as CI artifacts).
 
 mod common;
@@ -88,6 +89,25 @@ fn log_in_create_a_key_and_watch_a_request_arrive_live() {
         key.starts_with(stored["prefix"].as_str().unwrap()),
         "{key} {stored}"
     );
+    // The account ticked in the form is the key's only one; after the regeneration the first
+    // secret is refused and the key is active again.
+    let account = report["account"].as_str().unwrap();
+    assert!(account.starts_with("acc_"), "{report}");
+    assert_eq!(stored["allowed_accounts"], json!([account]), "{stored}");
+    assert_eq!(stored["status"], "active", "{stored}");
+    let first = report["first_key"].as_str().unwrap();
+    assert_ne!(first, key);
+    // With key auth on, the first secret is no key at all.
+    ureq::put(&env.url("/api/settings"))
+        .set("authorization", &format!("Bearer {}", token.trim()))
+        .send_json(json!({ "api_key_auth": true }))
+        .expect("key auth on");
+    let old = env.turn(
+        &common::turn_body("old secret"),
+        &[("authorization", &format!("Bearer {first}"))],
+    );
+    assert_eq!(old.status, 401, "{}", old.text());
+    assert_eq!(old.json()["error"]["code"], "invalid_api_key");
     let rows = ureq::get(&env.url("/api/requests"))
         .set("authorization", &format!("Bearer {}", token.trim()))
         .call()
@@ -99,7 +119,9 @@ fn log_in_create_a_key_and_watch_a_request_arrive_live() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["key_id"] == stored["id"] && r["status"] == 200),
+            .any(|r| r["key_id"] == stored["id"]
+                && r["status"] == 200
+                && r["account_id"] == account),
         "{rows}"
     );
 

@@ -108,6 +108,16 @@ pub fn load_all(store: &Store) -> Result<Vec<(AccountRecord, Tokens)>, RegistryE
     Ok(out)
 }
 
+/// The ids of the stored accounts, without opening their tokens.
+pub fn ids(store: &Store) -> Result<Vec<String>, RegistryError> {
+    store
+        .accounts
+        .iter()
+        .keys()
+        .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+        .collect()
+}
+
 pub fn remove(store: &Store, id: &str) -> Result<bool, RegistryError> {
     let existed = store.accounts.remove(id.as_bytes())?.is_some();
     store.accounts.flush()?;

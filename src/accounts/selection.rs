@@ -1,6 +1,6 @@
-//! Per-worker account choice. Among the accounts that can take the request now (active, not
-//! blocked pool-wide, not cooling down on this worker, under the owner's caps, with a free
-//! in-flight slot), take the best priority tier, then let the strategy decide: ordered strategies
+//! Per-worker account choice. Among the accounts that can take the request now (allowed to the
+//! caller's API key, active, not blocked pool-wide, not cooling down on this worker, under the
+//! owner's caps, with a free in-flight slot), take the best priority tier, then let the strategy decide: ordered strategies
 //! take the first account in their order; a request with a sticky key (its conversation) goes to
 //! the rendezvous winner for that key, so every worker sends a conversation to the same account
 //! without talking to the others; anything else is spread by weight.
@@ -57,6 +57,10 @@ pub struct PickRequest<'a> {
     pub pinned: Option<&'a str>,
     /// The plans that offer the requested model; `None` when any plan may serve it.
     pub plans: Option<&'a [String]>,
+    /// The accounts the caller's API key may draw from; `None` for the whole pool. The others are
+    /// out of sight for this request: never chosen, not even when pinned, and not counted when
+    /// saying why none can serve.
+    pub allowed: Option<&'a [String]>,
 }
 
 #[derive(Debug)]
@@ -89,6 +93,8 @@ pub enum Pick {
     },
     /// Accounts exist but none can take this request now (tried already, cooling down, auth).
     NoneAvailable,
+    /// None of the accounts the caller's key may use is in the pool.
+    NoAllowedAccounts,
 }
 
 #[derive(Debug)]
@@ -161,8 +167,13 @@ impl CoreAccounts {
             (Some(plans), Some(plan)) => plans.iter().any(|p| p.eq_ignore_ascii_case(plan)),
             _ => true,
         };
+        let allowed = |a: &AccountView| {
+            req.allowed
+                .is_none_or(|ids| ids.iter().any(|id| **id == *a.id))
+        };
         let usable = |a: &AccountView, s: &Slot| {
-            a.status == AccountStatus::Active
+            allowed(a)
+                && a.status == AccountStatus::Active
                 && on_plan(a)
                 && !req.excluded.contains(&a.id)
                 && a.blocked_at(now_unix).is_none()
@@ -176,7 +187,8 @@ impl CoreAccounts {
         // Set aside by this worker only after a transient failure (5xx, short 429): a last resort
         // rather than a refusal.
         let set_aside = |a: &AccountView, s: &Slot| {
-            s.usage_reset.is_none()
+            allowed(a)
+                && s.usage_reset.is_none()
                 && s.cooling(now)
                 && a.status == AccountStatus::Active
                 && on_plan(a)
@@ -233,15 +245,23 @@ impl CoreAccounts {
             return Pick::Account(Arc::clone(a));
         }
 
-        // Nobody can take it: say why, most specific first.
+        // Nobody can take it: say why, most specific first, of the accounts the caller may use.
+        if req.allowed.is_some() && !snap.accounts.iter().any(|a| allowed(a)) {
+            return Pick::NoAllowedAccounts;
+        }
         let active: Vec<(&Arc<AccountView>, &Slot)> = snap
             .accounts
             .iter()
             .zip(&self.slots)
-            .filter(|(a, _)| a.status == AccountStatus::Active)
+            .filter(|(a, _)| allowed(a) && a.status == AccountStatus::Active)
             .collect();
         if active.is_empty() {
-            let count = |st: AccountStatus| snap.accounts.iter().filter(|a| a.status == st).count();
+            let count = |st: AccountStatus| {
+                snap.accounts
+                    .iter()
+                    .filter(|a| allowed(a) && a.status == st)
+                    .count()
+            };
             return Pick::NoAccounts {
                 paused: count(AccountStatus::Paused),
                 reauth: count(AccountStatus::ReauthRequired),
@@ -800,5 +820,108 @@ mod tests {
         // Unknown plans are tried rather than refused.
         let unknown = snap(Strategy::CapacityWeighted, vec![view("u", 0.0, None)]);
         assert_eq!(picked(c.pick(&unknown, req, now, 100)), "u");
+    }
+
+    #[test]
+    fn a_key_bound_to_some_accounts_only_ever_gets_those() {
+        let limited = |id: &str| {
+            view(
+                id,
+                0.0,
+                Some(Block {
+                    until_unix: 900,
+                    reason: BlockReason::UsageLimit,
+                }),
+            )
+        };
+        let mut paused = view("p", 0.0, None);
+        paused.status = AccountStatus::Paused;
+        // The key's accounts have the least headroom: the pool alone would never pick them.
+        let s = snap(
+            Strategy::CapacityWeighted,
+            vec![
+                view("a", 0.0, None),
+                view("b", 90.0, None),
+                view("c", 95.0, None),
+                limited("lim"),
+                paused,
+            ],
+        );
+        let mut c = CoreAccounts::new(11);
+        let now = Instant::now();
+        let bc = vec!["b".to_string(), "c".to_string(), "nope".to_string()];
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for k in 0..200u64 {
+            let req = PickRequest {
+                sticky_key: (k % 2 == 0).then(|| mix(k)),
+                allowed: Some(&bc),
+                ..Default::default()
+            };
+            *seen.entry(picked(c.pick(&s, req, now, 100))).or_default() += 1;
+        }
+        assert_eq!(seen.keys().count(), 2, "{seen:?}");
+        assert!(seen.contains_key("b") && seen.contains_key("c"), "{seen:?}");
+        // Excluding both leaves nothing for this key, though the pool has "a".
+        let tried = [Arc::<str>::from("b"), Arc::<str>::from("c")];
+        let req = PickRequest {
+            excluded: &tried,
+            allowed: Some(&bc),
+            ..Default::default()
+        };
+        assert!(matches!(c.pick(&s, req, now, 100), Pick::NoneAvailable));
+        // Set aside after a transient failure, the key's account is its last resort; "a" is not.
+        let only_b = vec!["b".to_string()];
+        c.cool_down(&Arc::from("b"), now + Duration::from_secs(5), None);
+        let req = PickRequest {
+            allowed: Some(&only_b),
+            ..Default::default()
+        };
+        assert_eq!(picked(c.pick(&s, req, now, 100)), "b");
+        // A pinned turn on an account outside the key's list is not served there.
+        let req = PickRequest {
+            pinned: Some("a"),
+            allowed: Some(&bc),
+            ..Default::default()
+        };
+        assert!(matches!(c.pick(&s, req, now, 100), Pick::PinnedUnavailable));
+        let req = PickRequest {
+            pinned: Some("c"),
+            allowed: Some(&bc),
+            ..Default::default()
+        };
+        assert_eq!(picked(c.pick(&s, req, now, 100)), "c");
+        // The pool's reasons, counted over the key's accounts only.
+        let lim = vec!["lim".to_string()];
+        let req = PickRequest {
+            allowed: Some(&lim),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.pick(&s, req, now, 100),
+            Pick::AllUsageLimited { resets_at: 900 }
+        ));
+        let p = vec!["p".to_string()];
+        let req = PickRequest {
+            allowed: Some(&p),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.pick(&s, req, now, 100),
+            Pick::NoAccounts {
+                paused: 1,
+                reauth: 0,
+                deactivated: 0
+            }
+        ));
+        // None of its accounts exists: its own answer.
+        let gone = vec!["gone".to_string()];
+        let req = PickRequest {
+            allowed: Some(&gone),
+            ..Default::default()
+        };
+        assert!(matches!(c.pick(&s, req, now, 100), Pick::NoAllowedAccounts));
+        // No list: the whole pool, and "a" wins on headroom.
+        let n = counts(&mut c, &s, 300, false);
+        assert!(n["a"] > 150, "{n:?}");
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::{backend, call, human_secs, Backend};
 use crate::accounts::now_unix;
 use crate::config::TargetArgs;
-use crate::control::keys::{apply, create, KeyPatch, KeySpec};
+use crate::control::keys::{apply, create, regenerate, KeyPatch, KeySpec};
 use crate::keys::{registry, KeyRecord, LimitRule};
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,13 @@ pub enum KeysAction {
     },
     /// Revoke a key: every worker refuses it from its next request.
     Revoke { id: String },
+    /// Pause a key: refused (401 api_key_paused) until resumed; its rules and usage are kept.
+    Pause { id: String },
+    /// Resume a paused key.
+    Resume { id: String },
+    /// Give a key a new secret, printed once: the old one stops working at once; the id, rules
+    /// and usage stay.
+    Regenerate { id: String },
     /// Change a key's name, expiry or limits (given options replace what the key had).
     Update {
         id: String,
@@ -52,6 +59,10 @@ pub struct PolicyArgs {
     /// A reasoning effort the key may ask for (repeatable; `none`: any).
     #[arg(long = "allow-effort")]
     efforts: Vec<String>,
+    /// A pool account the key's requests may be served by, by its gateway id (`acc_…`, from
+    /// `codex-lb accounts list`; repeatable; `none`: the whole pool).
+    #[arg(long = "allow-account")]
+    accounts: Vec<String>,
     /// Streams the key may have open at once (`none`: no cap).
     #[arg(long)]
     max_streams: Option<String>,
@@ -108,8 +119,10 @@ impl PolicyArgs {
             limits,
             allowed_models: list_or_none(&self.models),
             allowed_efforts: list_or_none(&self.efforts),
+            allowed_accounts: list_or_none(&self.accounts),
             max_streams: number_or_none(&self.max_streams, "max-streams")?,
             requests_per_minute: number_or_none(&self.rpm, "rpm")?,
+            paused: None,
         })
     }
 }
@@ -127,7 +140,7 @@ pub fn run(target: TargetArgs, action: KeysAction) -> Result<(), String> {
                     })?;
                     let record = apply(record, patch)?;
                     registry::put(store, &record).map_err(|e| e.to_string())?;
-                    (secret, record_json(&record))
+                    (secret, stored_json(&record, &pool_ids(store)))
                 }
                 Backend::Gateway(base) => {
                     let mut body = patch_json(&patch);
@@ -150,15 +163,19 @@ pub fn run(target: TargetArgs, action: KeysAction) -> Result<(), String> {
                 info["id"].as_str().unwrap_or("?"),
                 info["name"].as_str().unwrap_or("?"),
             );
+            note_unknown(&info);
             Ok(())
         }
         KeysAction::List { json } => {
             let keys: Vec<Value> = match &backend {
-                Backend::Direct(store) => registry::load_all(store)
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .map(record_json)
-                    .collect(),
+                Backend::Direct(store) => {
+                    let pool = pool_ids(store);
+                    registry::load_all(store)
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(|r| stored_json(r, &pool))
+                        .collect()
+                }
                 Backend::Gateway(base) => call("GET", &format!("{base}/api/keys"), None)?["keys"]
                     .as_array()
                     .cloned()
@@ -214,26 +231,103 @@ pub fn run(target: TargetArgs, action: KeysAction) -> Result<(), String> {
             println!("revoked {id}");
             Ok(())
         }
-        KeysAction::Update { id, name, policy } => {
-            let patch = policy.patch(name)?;
-            match &backend {
+        KeysAction::Pause { id } => {
+            let info = update(&backend, &id, paused(true))?;
+            println!("paused {id}");
+            eprintln!(
+                "{} is refused (401 api_key_paused) until `codex-lb keys resume {id}`",
+                info["name"].as_str().unwrap_or("?"),
+            );
+            Ok(())
+        }
+        KeysAction::Resume { id } => {
+            let info = update(&backend, &id, paused(false))?;
+            println!("resumed {id}");
+            if info["status"] != "active" {
+                eprintln!(
+                    "note: the key is {}, so it is still refused",
+                    info["status"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        KeysAction::Regenerate { id } => {
+            let (secret, info) = match &backend {
                 Backend::Direct(store) => {
                     let r = registry::get(store, &id)
                         .map_err(|e| e.to_string())?
                         .ok_or_else(|| format!("no key {id}"))?;
-                    registry::put(store, &apply(r, patch)?).map_err(|e| e.to_string())?;
+                    let (secret, record) = regenerate(r)?;
+                    registry::put(store, &record).map_err(|e| e.to_string())?;
+                    (secret, record_json(&record))
                 }
                 Backend::Gateway(base) => {
-                    let body = patch_json(&patch).to_string();
-                    call(
-                        "PATCH",
-                        &format!("{base}/api/keys/{id}"),
-                        Some(body.as_bytes()),
-                    )?;
+                    let v = call("POST", &format!("{base}/api/keys/{id}/regenerate"), None)?;
+                    (
+                        v["key"].as_str().unwrap_or_default().to_string(),
+                        v["api_key"].clone(),
+                    )
                 }
-            }
-            println!("updated {id}");
+            };
+            println!("{secret}");
+            eprintln!(
+                "new secret for {} ({}); the old one no longer works. This is the only time the \
+                 key is shown: give it to its user, who replaces CODEX_LB_API_KEY with it.",
+                info["id"].as_str().unwrap_or("?"),
+                info["name"].as_str().unwrap_or("?"),
+            );
             Ok(())
+        }
+        KeysAction::Update { id, name, policy } => {
+            let info = update(&backend, &id, policy.patch(name)?)?;
+            println!("updated {id}");
+            note_unknown(&info);
+            Ok(())
+        }
+    }
+}
+
+/// Says which of a key's accounts the pool does not have (they never serve it).
+fn note_unknown(info: &Value) {
+    if let Some(unknown) = info["unknown_accounts"]
+        .as_array()
+        .filter(|u| !u.is_empty())
+    {
+        let ids: Vec<&str> = unknown.iter().filter_map(Value::as_str).collect();
+        eprintln!(
+            "note: the pool has no account {}: it never serves this key (ids as `codex-lb \
+             accounts list` shows them)",
+            ids.join(", ")
+        );
+    }
+}
+
+fn paused(on: bool) -> KeyPatch {
+    KeyPatch {
+        paused: Some(on),
+        ..Default::default()
+    }
+}
+
+/// Applies a patch to a key, in the store or through the gateway; the key as listed after it.
+fn update(backend: &Backend, id: &str, patch: KeyPatch) -> Result<Value, String> {
+    match backend {
+        Backend::Direct(store) => {
+            let r = registry::get(store, id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no key {id}"))?;
+            let r = apply(r, patch)?;
+            registry::put(store, &r).map_err(|e| e.to_string())?;
+            Ok(stored_json(&r, &pool_ids(store)))
+        }
+        Backend::Gateway(base) => {
+            let body = patch_json(&patch).to_string();
+            let v = call(
+                "PATCH",
+                &format!("{base}/api/keys/{id}"),
+                Some(body.as_bytes()),
+            )?;
+            Ok(v["api_key"].clone())
         }
     }
 }
@@ -256,11 +350,17 @@ fn patch_json(p: &KeyPatch) -> Value {
     if let Some(e) = &p.allowed_efforts {
         v.insert("allowed_efforts".into(), json!(e));
     }
+    if let Some(a) = &p.allowed_accounts {
+        v.insert("allowed_accounts".into(), json!(a));
+    }
     if let Some(s) = p.max_streams {
         v.insert("max_streams".into(), json!(s));
     }
     if let Some(r) = p.requests_per_minute {
         v.insert("requests_per_minute".into(), json!(r));
+    }
+    if let Some(on) = p.paused {
+        v.insert("paused".into(), json!(on));
     }
     Value::Object(v)
 }
@@ -270,11 +370,31 @@ fn record_json(r: &KeyRecord) -> Value {
     let status = r.status(now_unix());
     let mut v = json!({
         "id": r.id, "name": r.name, "prefix": r.prefix, "created_at": r.created_at,
-        "expires_at": r.expires_at, "revoked_at": r.revoked_at, "status": status,
+        "expires_at": r.expires_at, "revoked_at": r.revoked_at, "paused_at": r.paused_at,
+        "status": status,
         "allowed_models": r.policy.allowed_models, "allowed_efforts": r.policy.allowed_efforts,
+        "allowed_accounts": r.policy.allowed_accounts,
         "max_streams": r.policy.max_streams, "requests_per_minute": r.policy.requests_per_minute,
     });
     v["limits"] = json!(r.policy.limits);
+    v
+}
+
+/// The ids of the accounts in the store (none when they cannot be read: then every listed
+/// account shows as unknown, which errs on the side of saying so).
+fn pool_ids(store: &crate::store::Store) -> Vec<String> {
+    crate::accounts::registry::ids(store).unwrap_or_default()
+}
+
+/// `record_json` with the key's accounts the pool does not have, as the gateway lists them.
+fn stored_json(r: &KeyRecord, pool: &[String]) -> Value {
+    let mut v = record_json(r);
+    v["unknown_accounts"] = json!(r
+        .policy
+        .allowed_accounts
+        .iter()
+        .filter(|id| !pool.contains(id))
+        .collect::<Vec<_>>());
     v
 }
 
@@ -308,6 +428,26 @@ fn limits_text(k: &Value) -> String {
     }
     if let Some(s) = k["max_streams"].as_u64() {
         parts.push(format!("{s} streams"));
+    }
+    if let Some(models) = k["allowed_models"].as_array().filter(|m| !m.is_empty()) {
+        let names: Vec<&str> = models.iter().filter_map(Value::as_str).collect();
+        parts.push(format!("models {}", names.join(" ")));
+    }
+    if let Some(accounts) = k["allowed_accounts"].as_array().filter(|a| !a.is_empty()) {
+        let unknown = k["unknown_accounts"].as_array();
+        let ids: Vec<String> = accounts
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|id| {
+                // An id the pool does not have serves nothing: marked.
+                if unknown.is_some_and(|u| u.iter().any(|x| x == id)) {
+                    format!("{id}(unknown)")
+                } else {
+                    id.to_string()
+                }
+            })
+            .collect();
+        parts.push(format!("accounts {}", ids.join(" ")));
     }
     if parts.is_empty() {
         "-".into()

@@ -1,6 +1,7 @@
-//! The control thread's keeper of proxy API keys: creates, updates and revokes records, and
-//! publishes the snapshot workers authenticate with. A change is published at once, so
-//! revocation reaches every worker with its next request.
+//! The control thread's keeper of proxy API keys: creates, updates, pauses, regenerates and
+//! revokes records, and publishes the snapshot workers authenticate with. A change is published
+//! at once, so a revocation, a pause or a replaced secret reaches every worker with its next
+//! request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,12 @@ pub enum KeyCmd {
         id: String,
         reply: Reply<KeyInfo>,
     },
+    /// A new secret for a key (same id, policy and usage); the old one stops working at once.
+    Regenerate {
+        id: String,
+        /// The new secret (shown once) and the key as listed.
+        reply: Reply<(String, KeyInfo)>,
+    },
 }
 
 /// A new key as asked for.
@@ -67,10 +74,15 @@ pub struct KeyPatch {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default)]
     pub allowed_efforts: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_accounts: Option<Vec<String>>,
     #[serde(default, deserialize_with = "some")]
     pub max_streams: Option<Option<u32>>,
     #[serde(default, deserialize_with = "some")]
     pub requests_per_minute: Option<Option<u32>>,
+    /// `true` pauses the key (refused until resumed), `false` resumes it.
+    #[serde(default)]
+    pub paused: Option<bool>,
 }
 
 fn some<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -100,9 +112,13 @@ pub struct KeyInfo {
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub revoked_at: Option<u64>,
+    pub paused_at: Option<u64>,
     pub status: &'static str,
     pub allowed_models: Vec<String>,
     pub allowed_efforts: Vec<String>,
+    pub allowed_accounts: Vec<String>,
+    /// The ids of `allowed_accounts` the pool does not have (they match nothing).
+    pub unknown_accounts: Vec<String>,
     pub max_streams: Option<u32>,
     pub requests_per_minute: Option<u32>,
     pub streams_open: u32,
@@ -223,6 +239,7 @@ impl KeysControl {
                     name: r.name.clone(),
                     expires_at: r.expires_at,
                     revoked: r.is_revoked(),
+                    paused: r.is_paused(),
                     policy: r.policy.clone(),
                     live,
                     counters,
@@ -257,6 +274,14 @@ impl KeysControl {
             })
             .collect();
         let status = r.status(now);
+        let pool = self.shared.accounts.load();
+        let unknown_accounts = r
+            .policy
+            .allowed_accounts
+            .iter()
+            .filter(|id| pool.find(id).is_none())
+            .cloned()
+            .collect();
         KeyInfo {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -264,9 +289,12 @@ impl KeysControl {
             created_at: r.created_at,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
+            paused_at: r.paused_at,
             status,
             allowed_models: r.policy.allowed_models.clone(),
             allowed_efforts: r.policy.allowed_efforts.clone(),
+            allowed_accounts: r.policy.allowed_accounts.clone(),
+            unknown_accounts,
             max_streams: r.policy.max_streams,
             requests_per_minute: r.policy.requests_per_minute,
             streams_open: live.streams.load(std::sync::atomic::Ordering::Acquire),
@@ -309,8 +337,23 @@ impl KeysControl {
             KeyCmd::Update { id, patch, reply } => {
                 let res = self
                     .find(&id)
-                    .and_then(|r| apply(r, patch))
+                    .and_then(|r| {
+                        let was_paused = r.is_paused();
+                        let r = apply(r, patch)?;
+                        if r.is_paused() != was_paused {
+                            let state = if r.is_paused() { "paused" } else { "resumed" };
+                            tracing::info!(key = %r.id, "API key {state}");
+                        }
+                        Ok(r)
+                    })
                     .and_then(|r| self.save(r));
+                let _ = reply.send(res);
+            }
+            KeyCmd::Regenerate { id, reply } => {
+                let res = self.find(&id).and_then(regenerate).and_then(|(secret, r)| {
+                    tracing::info!(key = %r.id, "API key secret regenerated");
+                    self.save(r).map(|info| (secret, info))
+                });
                 let _ = reply.send(res);
             }
             KeyCmd::Revoke { id, reply } => {
@@ -359,6 +402,16 @@ pub fn apply(mut r: KeyRecord, p: KeyPatch) -> Result<KeyRecord, String> {
     if let Some(e) = p.allowed_efforts {
         r.policy.allowed_efforts = e;
     }
+    if let Some(a) = p.allowed_accounts {
+        r.policy.allowed_accounts = a;
+    }
+    match p.paused {
+        Some(true) => {
+            r.paused_at.get_or_insert(now_unix());
+        }
+        Some(false) => r.paused_at = None,
+        None => {}
+    }
     if let Some(s) = p.max_streams {
         r.policy.max_streams = s;
     }
@@ -367,4 +420,85 @@ pub fn apply(mut r: KeyRecord, p: KeyPatch) -> Result<KeyRecord, String> {
     }
     r.policy.validate()?;
     Ok(r)
+}
+
+/// A record with a new secret, and the secret (shown once). A revoked key stays revoked: it gets
+/// no new secret.
+pub fn regenerate(mut r: KeyRecord) -> Result<(String, KeyRecord), String> {
+    if r.is_revoked() {
+        return Err(format!(
+            "key {} is revoked; create a new one instead of regenerating it",
+            r.id
+        ));
+    }
+    let secret = r.rotate_secret();
+    Ok((secret, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> KeyRecord {
+        create(KeySpec {
+            name: "alice".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .1
+    }
+
+    #[test]
+    fn patches_pause_resume_and_bound_accounts() {
+        let r = record();
+        let patch: KeyPatch =
+            serde_json::from_str(r#"{"paused": true, "allowed_accounts": ["acc_a", "acc_b"]}"#)
+                .unwrap();
+        let paused = apply(r.clone(), patch).unwrap();
+        assert!(paused.paused_at.is_some());
+        assert_eq!(paused.status(now_unix()), "paused");
+        assert_eq!(paused.policy.allowed_accounts, ["acc_a", "acc_b"]);
+        // Pausing again keeps the first time; other fields stay as they are.
+        let again = apply(
+            paused.clone(),
+            serde_json::from_str(r#"{"paused": true}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(again, paused);
+        let resumed = apply(
+            paused,
+            serde_json::from_str(r#"{"paused": false, "allowed_accounts": []}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(resumed.paused_at, None);
+        assert_eq!(resumed.status(now_unix()), "active");
+        assert!(resumed.policy.allowed_accounts.is_empty());
+        // Validated like the rest of the policy.
+        let bad: KeyPatch = serde_json::from_str(r#"{"allowed_accounts": [""]}"#).unwrap();
+        assert!(apply(r.clone(), bad).unwrap_err().contains("account ids"));
+        assert!(serde_json::from_str::<KeyPatch>(r#"{"paused": "yes"}"#).is_err());
+        // And taken at creation.
+        let spec: KeySpec =
+            serde_json::from_str(r#"{"name": "b", "allowed_accounts": ["acc_a"]}"#).unwrap();
+        assert_eq!(create(spec).unwrap().1.policy.allowed_accounts, ["acc_a"]);
+        let spec: KeySpec =
+            serde_json::from_str(r#"{"name": "b", "allowed_accounts": ["acc_a", "acc_a"]}"#)
+                .unwrap();
+        assert!(create(spec).is_err());
+    }
+
+    #[test]
+    fn regenerating_keeps_the_key_but_not_a_revoked_one() {
+        let mut r = record();
+        r.policy.requests_per_minute = Some(7);
+        let (secret, new) = regenerate(r.clone()).unwrap();
+        assert_eq!(
+            (&new.id, &new.name, &new.policy),
+            (&r.id, &r.name, &r.policy)
+        );
+        assert_eq!(new.hash, keys::hash_hex(&secret));
+        assert_ne!(new.hash, r.hash);
+        r.revoked_at = Some(1);
+        assert!(regenerate(r).unwrap_err().contains("revoked"));
+    }
 }

@@ -11,6 +11,7 @@ use crate::worker::Worker;
 
 const LIST_PATH: &str = "/api/keys";
 const ONE_PREFIX: &str = "/api/keys/";
+const REGENERATE_SUFFIX: &str = "/regenerate";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeysRoute {
@@ -18,6 +19,8 @@ pub enum KeysRoute {
     Create,
     Update,
     Revoke,
+    /// `POST /api/keys/{id}/regenerate`: a new secret, shown once.
+    Regenerate,
 }
 
 impl KeysRoute {
@@ -30,8 +33,18 @@ impl KeysRoute {
                 _ => Err(()),
             });
         }
-        let id = path.strip_prefix(ONE_PREFIX)?;
-        if id.is_empty() || id.contains('/') {
+        let rest = path.strip_prefix(ONE_PREFIX)?;
+        if let Some(id) = rest.strip_suffix(REGENERATE_SUFFIX) {
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            return Some(if method == "POST" {
+                Ok(KeysRoute::Regenerate)
+            } else {
+                Err(())
+            });
+        }
+        if rest.is_empty() || rest.contains('/') {
             return None;
         }
         Some(match method {
@@ -61,10 +74,12 @@ pub async fn answer(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, Value), ApiError> {
-    let id = path
-        .strip_prefix(ONE_PREFIX)
-        .unwrap_or_default()
-        .to_string();
+    let rest = path.strip_prefix(ONE_PREFIX).unwrap_or_default();
+    let id = match route {
+        KeysRoute::Regenerate => rest.strip_suffix(REGENERATE_SUFFIX).unwrap_or(rest),
+        _ => rest,
+    }
+    .to_string();
     let invalid = |what: &str, e: serde_json::Error| {
         ApiError::invalid_request("invalid_json", format!("expected {what}: {e}"))
     };
@@ -76,7 +91,7 @@ pub async fn answer(
         KeysRoute::Create => {
             let spec: KeySpec = serde_json::from_slice(body).map_err(|e| {
                 invalid(
-                    "{\"name\", \"expires_at\"?, \"limits\"?, \"allowed_models\"?, \"allowed_efforts\"?, \"max_streams\"?, \"requests_per_minute\"?}",
+                    "{\"name\", \"expires_at\"?, \"limits\"?, \"allowed_models\"?, \"allowed_efforts\"?, \"allowed_accounts\"?, \"max_streams\"?, \"requests_per_minute\"?}",
                     e,
                 )
             })?;
@@ -101,6 +116,19 @@ pub async fn answer(
             .await
             {
                 Some(Ok(info)) => Ok((200, json!({ "api_key": info }))),
+                Some(Err(msg)) => Err(key_error(msg, &id)),
+                None => Err(busy()),
+            }
+        }
+        KeysRoute::Regenerate => {
+            let target = id.clone();
+            match ask(w, |reply| {
+                ControlMsg::Keys(KeyCmd::Regenerate { id: target, reply })
+            })
+            .await
+            {
+                // The only time the new key is shown.
+                Some(Ok((secret, info))) => Ok((200, json!({ "key": secret, "api_key": info }))),
                 Some(Err(msg)) => Err(key_error(msg, &id)),
                 None => Err(busy()),
             }
@@ -144,5 +172,26 @@ mod tests {
             Some(Ok(KeysRoute::Update))
         );
         assert_eq!(KeysRoute::parse("GET", "/api/keys/key_1/x"), None);
+        assert_eq!(
+            KeysRoute::parse("POST", "/api/keys/key_1/regenerate"),
+            Some(Ok(KeysRoute::Regenerate))
+        );
+        for method in ["GET", "PATCH", "DELETE"] {
+            assert_eq!(
+                KeysRoute::parse(method, "/api/keys/key_1/regenerate"),
+                Some(Err(()))
+            );
+        }
+        // A key whose id is `regenerate` is still a key; no id, or a nested path, is no route.
+        assert_eq!(
+            KeysRoute::parse("PATCH", "/api/keys/regenerate"),
+            Some(Ok(KeysRoute::Update))
+        );
+        assert_eq!(KeysRoute::parse("POST", "/api/keys//regenerate"), None);
+        assert_eq!(KeysRoute::parse("POST", "/api/keys/a/b/regenerate"), None);
+        assert_eq!(
+            KeysRoute::parse("POST", "/api/keys/key_1/regenerate/"),
+            None
+        );
     }
 }

@@ -111,8 +111,10 @@ impl AdminRoute {
     fn need(self, method: &str) -> Option<Need> {
         match self {
             AdminRoute::Auth(r) => r.need(),
-            // Credentials: whoever holds them can spend the account.
-            AdminRoute::AccountsExport => Some(Need::Write),
+            // Credentials: whoever holds them can spend the account (or the key).
+            AdminRoute::AccountsExport | AdminRoute::Keys(KeysRoute::Regenerate) => {
+                Some(Need::Write)
+            }
             _ if method == "GET" => Some(Need::Read),
             _ => Some(Need::Write),
         }
@@ -499,5 +501,27 @@ fn control_answer<T>(
             msg,
         )),
         None => Err(busy()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_changes_and_new_secrets_need_write() {
+        let need = |method: &str, path: &str| {
+            AdminRoute::parse(method, path)
+                .and_then(Result::ok)
+                .and_then(|r| r.need(method))
+        };
+        assert_eq!(need("GET", "/api/keys"), Some(Need::Read));
+        assert_eq!(
+            need("POST", "/api/keys/key_1/regenerate"),
+            Some(Need::Write)
+        );
+        assert_eq!(need("PATCH", "/api/keys/key_1"), Some(Need::Write));
+        assert_eq!(need("DELETE", "/api/keys/key_1"), Some(Need::Write));
+        assert_eq!(need("GET", "/api/accounts/acc_1/export"), Some(Need::Write));
     }
 }

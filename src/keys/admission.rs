@@ -120,6 +120,7 @@ mod tests {
             name: "t".into(),
             expires_at: None,
             revoked: false,
+            paused: false,
             policy,
             live: Arc::new(KeyLive::default()),
             counters,

@@ -26,6 +26,8 @@ pub use limits::{LimitKind, LimitRule, LimitWindow, WindowCounter};
 pub const KEY_PREFIX: &str = "sk-clb-";
 /// Characters of a key shown in lists (`sk-clb-` and 8 more).
 const SHOWN_PREFIX: usize = 15;
+/// The longest account id `allowed_accounts` takes (gateway ids are `acc_` and 12 hex digits).
+const MAX_ACCOUNT_ID_LEN: usize = 100;
 
 /// A stored key (never the key itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,9 @@ pub struct KeyRecord {
     pub expires_at: Option<u64>,
     #[serde(default)]
     pub revoked_at: Option<u64>,
+    /// Set while the key is paused: refused like a revoked key, but it can be resumed.
+    #[serde(default)]
+    pub paused_at: Option<u64>,
     #[serde(flatten)]
     pub policy: KeyPolicy,
 }
@@ -58,6 +63,10 @@ pub struct KeyPolicy {
     /// passes (the upstream's default applies).
     #[serde(default)]
     pub allowed_efforts: Vec<String>,
+    /// Gateway account ids (`acc_…`) the key's requests may be served by; empty: the whole pool.
+    /// An id the pool does not have matches nothing.
+    #[serde(default)]
+    pub allowed_accounts: Vec<String>,
     /// Streams the key may have open at once, over all workers.
     #[serde(default)]
     pub max_streams: Option<u32>,
@@ -101,6 +110,19 @@ impl KeyPolicy {
                 EFFORTS.join(", ")
             ));
         }
+        let mut ids = std::collections::HashSet::new();
+        for id in &self.allowed_accounts {
+            if id.trim().is_empty() || id.trim() != id || id.len() > MAX_ACCOUNT_ID_LEN {
+                return Err(format!(
+                    "allowed_accounts holds account ids (acc_…, as `codex-lb accounts list` \
+                     shows them) of 1 to {MAX_ACCOUNT_ID_LEN} characters, without spaces \
+                     around them; got {id:?}"
+                ));
+            }
+            if !ids.insert(id.as_str()) {
+                return Err(format!("account {id} is listed twice in allowed_accounts"));
+            }
+        }
         Ok(())
     }
 }
@@ -114,32 +136,55 @@ impl KeyRecord {
         self.expires_at.is_some_and(|t| t <= now)
     }
 
-    /// `active`, `expired` or `revoked`, as lists show it.
+    pub fn is_paused(&self) -> bool {
+        self.paused_at.is_some()
+    }
+
+    /// `active`, `paused`, `expired` or `revoked`, as lists show it (the most final state wins).
     pub fn status(&self, now: u64) -> &'static str {
         if self.is_revoked() {
             "revoked"
         } else if self.is_expired(now) {
             "expired"
+        } else if self.is_paused() {
+            "paused"
         } else {
             "active"
         }
     }
+
+    /// Gives the record a new secret, returned (shown once): a new hash and prefix, the same id,
+    /// policy and usage. The old secret matches nothing from the next published snapshot on.
+    pub fn rotate_secret(&mut self) -> String {
+        let (key, hash, prefix) = new_secret();
+        self.hash = hash;
+        self.prefix = prefix;
+        key
+    }
 }
 
-/// A new key: the secret (shown once) and its record.
-pub fn generate(name: &str, now: u64) -> (String, KeyRecord) {
+/// A fresh secret: the key, its SHA-256 (hex) and the prefix lists show.
+fn new_secret() -> (String, String, String) {
     let mut raw = [0u8; 32];
     OsRng.fill_bytes(&mut raw);
     let key = format!("{KEY_PREFIX}{}", B64URL.encode(raw));
     let hash = hash_hex(&key);
+    let prefix = key.chars().take(SHOWN_PREFIX).collect();
+    (key, hash, prefix)
+}
+
+/// A new key: the secret (shown once) and its record.
+pub fn generate(name: &str, now: u64) -> (String, KeyRecord) {
+    let (key, hash, prefix) = new_secret();
     let record = KeyRecord {
         id: format!("key_{}", &hash[..12]),
         name: name.to_string(),
-        prefix: key.chars().take(SHOWN_PREFIX).collect(),
+        prefix,
         hash,
         created_at: now,
         expires_at: None,
         revoked_at: None,
+        paused_at: None,
         policy: KeyPolicy::default(),
     };
     (key, record)
@@ -160,6 +205,8 @@ pub struct KeyView {
     pub name: String,
     pub expires_at: Option<u64>,
     pub revoked: bool,
+    /// Refused until resumed (`KeyRecord::paused_at`).
+    pub paused: bool,
     pub policy: KeyPolicy,
     pub live: Arc<KeyLive>,
     /// One counter per rule of `policy.limits`, in that order; a rule that survives an update
@@ -260,5 +307,47 @@ mod tests {
         p.limits.pop();
         p.max_streams = Some(0);
         assert!(p.validate().is_err());
+        p.max_streams = None;
+        p.allowed_accounts = vec!["acc_0123456789ab".into(), "acc_ba9876543210".into()];
+        assert!(p.validate().is_ok());
+        for bad in ["", "  ", " acc_1", &"a".repeat(MAX_ACCOUNT_ID_LEN + 1)] {
+            p.allowed_accounts = vec!["acc_1".into(), bad.into()];
+            assert!(
+                p.validate().unwrap_err().contains("account ids"),
+                "{bad:?} passed"
+            );
+        }
+        p.allowed_accounts = vec!["acc_1".into(), "a".repeat(MAX_ACCOUNT_ID_LEN)];
+        assert!(p.validate().is_ok());
+        p.allowed_accounts = vec!["acc_1".into(), "acc_1".into()];
+        assert!(p.validate().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn status_order_and_a_new_secret_keeps_the_key() {
+        let (old, mut r) = generate("bob", 10);
+        assert_eq!(r.status(20), "active");
+        r.paused_at = Some(15);
+        assert_eq!(r.status(20), "paused");
+        r.expires_at = Some(18);
+        assert_eq!(r.status(20), "expired", "expiry is more final than a pause");
+        r.revoked_at = Some(19);
+        assert_eq!(r.status(20), "revoked");
+
+        let before = r.clone();
+        let new = r.rotate_secret();
+        assert!(new.starts_with(KEY_PREFIX) && new != old);
+        assert_eq!(r.hash, hash_hex(&new));
+        assert_ne!(r.hash, before.hash);
+        assert!(new.starts_with(&r.prefix) && r.prefix != before.prefix);
+        assert_eq!(
+            KeyRecord {
+                hash: before.hash.clone(),
+                prefix: before.prefix.clone(),
+                ..r
+            },
+            before,
+            "only the secret changes"
+        );
     }
 }

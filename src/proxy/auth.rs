@@ -1,7 +1,8 @@
 //! Step 3: who is calling a proxy route. With key auth on, every call needs a live key
 //! (`Authorization: Bearer sk-clb-…`); with it off, loopback callers need none and others are
 //! refused unless the owner opted into an open gateway. A valid key always names the caller, so
-//! its rules and its usage apply even when keys are optional.
+//! its rules and its usage apply even when keys are optional. A paused key is refused either way:
+//! its holder is told so rather than served on the pool without the key's rules.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,19 @@ fn unauthorized(message: &str) -> Box<Refused> {
     Box::new(Refused {
         err: ApiError::new(401, "authentication_error", "invalid_api_key", message),
         key_id: None,
+    })
+}
+
+/// A known key its owner paused: refused (and recorded against it) until resumed.
+fn paused(key: &KeyView) -> Box<Refused> {
+    Box::new(Refused {
+        err: ApiError::new(
+            401,
+            "authentication_error",
+            "api_key_paused",
+            "API key is paused",
+        ),
+        key_id: Some(Arc::clone(&key.id)),
     })
 }
 
@@ -57,6 +71,9 @@ pub fn authenticate(
             .filter(|k| k.starts_with(KEY_PREFIX))
             .and_then(|k| snap.find(k))
             .filter(|v| !v.revoked && v.expires_at.is_none_or(|t| t > now));
+        if let Some(k) = key.filter(|k| k.paused) {
+            return Err(paused(k));
+        }
         return Ok(key.cloned());
     }
     let Some(presented) = presented else {
@@ -78,6 +95,9 @@ pub fn authenticate(
     }
     if key.expires_at.is_some_and(|t| t <= now) {
         return Err(refuse("API key has expired"));
+    }
+    if key.paused {
+        return Err(paused(key));
     }
     Ok(Some(Arc::clone(key)))
 }

@@ -112,6 +112,7 @@ mod tests {
             name: "k".into(),
             expires_at: None,
             revoked: false,
+            paused: false,
             policy: KeyPolicy {
                 limits: rules,
                 requests_per_minute: Some(10),

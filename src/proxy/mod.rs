@@ -596,7 +596,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                 ProxyRoute::PoolUsage => {
                     pool_usage::handle(w, client, keep_alive && !has_body).await
                 }
-                ProxyRoute::Control => passthrough::handle(w, client, head, rec).await,
+                ProxyRoute::Control => passthrough::handle(w, client, head, key, rec).await,
                 ProxyRoute::KeyUsage => {
                     key_usage::handle(w, client, key.as_deref(), keep_alive && !has_body).await
                 }

@@ -2,7 +2,8 @@
 //! search and the agent-identity keys (PROTOCOL.md §1.2) — forwarded as they are to the same path
 //! upstream with a pooled account, the reply relayed as it came. They carry no model and no
 //! usage, so there is no body to reshape: only the account choice (the conversation's own
-//! account when the request names one), failover on a dead account and the key check apply.
+//! account when the request names one, always one the caller's key may use), failover on a dead
+//! account and the key check apply.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::accounts::selection::Pick;
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
+use crate::keys::KeyView;
 use crate::ledger::Outcome;
 use crate::metrics::inc;
 use crate::upstream::exchange;
@@ -96,6 +98,7 @@ pub async fn handle(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: RequestHead,
+    key: Option<Arc<KeyView>>,
     mut rec: Record,
 ) -> bool {
     let s = &w.shared.settings;
@@ -119,7 +122,7 @@ pub async fn handle(
     };
     rec.request_bytes = body.len() as u64;
     rec.conversation = session_header(&head).map(|c| c.chars().take(128).collect());
-    let route = control_routing(&head);
+    let route = control_routing(&head, key.as_ref());
     let prefix = head_prefix(w, &head, body.len());
     let mut excluded: Vec<Arc<str>> = Vec::new();
     let mut last: Option<(u16, Bytes, Bytes)> = None;

@@ -530,11 +530,28 @@ pub(crate) struct Routing {
     model: Option<String>,
     /// The plans that offer `model`, when the upstream catalog restricts it.
     plans: Option<Arc<[String]>>,
+    /// The caller's key, when it may draw only from some accounts (`allowed_accounts`).
+    bound_key: Option<Arc<KeyView>>,
+}
+
+impl Routing {
+    /// The accounts the caller may be served by; `None`: the whole pool.
+    fn allowed(&self) -> Option<&[String]> {
+        self.bound_key
+            .as_deref()
+            .map(|k| k.policy.allowed_accounts.as_slice())
+    }
+}
+
+/// The key when its policy bounds the account choice.
+fn bound(key: Option<&Arc<KeyView>>) -> Option<Arc<KeyView>> {
+    key.filter(|k| !k.policy.allowed_accounts.is_empty())
+        .cloned()
 }
 
 /// The account choice for a request with no model (Codex's control routes): the conversation's
-/// account by its turn state or session id, else any.
-pub(crate) fn control_routing(head: &RequestHead) -> Routing {
+/// account by its turn state or session id, else any the caller's key allows.
+pub(crate) fn control_routing(head: &RequestHead, key: Option<&Arc<KeyView>>) -> Routing {
     let sticky_key = session_header(head).map(hash_str);
     Routing {
         sticky_key,
@@ -544,10 +561,16 @@ pub(crate) fn control_routing(head: &RequestHead) -> Routing {
             .map(|(id, _)| (id.to_string(), PinSource::TurnState)),
         model: None,
         plans: None,
+        bound_key: bound(key),
     }
 }
 
-fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
+fn routing(
+    w: &Worker,
+    head: &RequestHead,
+    prepared: &Prepared,
+    key: Option<&Arc<KeyView>>,
+) -> Routing {
     let sticky_key = prepared
         .cache_key
         .as_deref()
@@ -574,6 +597,7 @@ fn routing(w: &Worker, head: &RequestHead, prepared: &Prepared) -> Routing {
         pinned: turn_state.or_else(continued),
         model: prepared.model.clone(),
         plans,
+        bound_key: bound(key),
     }
 }
 
@@ -812,7 +836,7 @@ pub(crate) async fn serve_turn(
         .filter(|k| !k.is_empty())
         .or_else(|| session_header(&head))
         .map(|c| c.chars().take(128).collect());
-    let route = routing(w, &head, &prepared);
+    let route = routing(w, &head, &prepared, key.as_ref());
     let hide_quota = key.is_some() && w.shared.keys.load().hide_quota_headers;
     let body = prepared.body;
     rec.model = prepared.model;
@@ -1094,6 +1118,7 @@ pub(crate) async fn pick_account(w: &Worker, route: &Routing, excluded: &[Arc<st
                 sticky_key: route.sticky_key,
                 pinned: route.pinned.as_ref().map(|(id, _)| id.as_str()),
                 plans: route.plans.as_deref(),
+                allowed: route.allowed(),
             };
             w.accounts
                 .borrow_mut()
@@ -1227,12 +1252,31 @@ fn exhausted_error(
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} {what}"))
             .collect();
+            // A key bound to some accounts hears about those alone.
+            let scope = if route.allowed().is_some() {
+                " to this API key"
+            } else {
+                ""
+            };
             let message = if why.is_empty() {
                 "No active accounts available: add one with `codex-lb accounts import`".to_string()
             } else {
-                format!("No active accounts available ({})", why.join(", "))
+                format!("No active accounts available{scope} ({})", why.join(", "))
             };
             return Some(ApiError::new(503, "server_error", "no_accounts", message));
+        }
+        Pick::NoAllowedAccounts => {
+            let ids = route.allowed().unwrap_or_default().join(", ");
+            return Some(ApiError::new(
+                503,
+                "server_error",
+                "no_allowed_accounts",
+                format!(
+                    "None of the accounts this API key may use ({ids}) is in the pool; the \
+                     gateway's owner can change the key's accounts (`codex-lb keys update \
+                     --allow-account`)"
+                ),
+            ));
         }
         Pick::AllCapped => {
             return Some(ApiError::new(
@@ -1693,5 +1737,52 @@ mod tests {
             .status,
             503
         );
+    }
+
+    #[test]
+    fn a_key_bound_to_accounts_hears_about_those() {
+        let key = |ids: &[&str]| {
+            Arc::new(KeyView {
+                id: Arc::from("key_1"),
+                name: "k".into(),
+                expires_at: None,
+                revoked: false,
+                paused: false,
+                policy: crate::keys::KeyPolicy {
+                    allowed_accounts: ids.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                },
+                live: Default::default(),
+                counters: Vec::new(),
+            })
+        };
+        // No list: the key is not carried, the pool is the scope.
+        assert!(bound(Some(&key(&[]))).is_none());
+        let route = Routing {
+            bound_key: bound(Some(&key(&["acc_gone", "acc_old"]))),
+            ..Default::default()
+        };
+        assert_eq!(
+            route.allowed(),
+            Some(&["acc_gone".to_string(), "acc_old".to_string()][..])
+        );
+        let e = no_account_error(&Pick::NoAllowedAccounts, &route);
+        assert_eq!((e.status, e.kind), (503, "server_error"));
+        assert_eq!(e.code.as_deref(), Some("no_allowed_accounts"));
+        assert!(e.message.contains("acc_gone, acc_old"), "{}", e.message);
+        let paused = Pick::NoAccounts {
+            paused: 1,
+            reauth: 0,
+            deactivated: 0,
+        };
+        let e = no_account_error(&paused, &route);
+        assert_eq!(e.code.as_deref(), Some("no_accounts"));
+        assert!(
+            e.message.contains("to this API key (1 paused)"),
+            "{}",
+            e.message
+        );
+        let e = no_account_error(&paused, &Routing::default());
+        assert!(!e.message.contains("API key"), "{}", e.message);
     }
 }

@@ -1,9 +1,11 @@
 // Drives the dashboard in headless Chromium (the system browser, through playwright-core):
-// log in, create a key, send a request with it, watch it arrive on the overview live, visit
-// every page at desktop and phone widths in both themes, and save a screenshot of each.
+// log in, create a key bound to one account, pause and resume it, regenerate its secret, send a
+// request with the new one, watch it arrive on the overview live, visit every page at desktop
+// and phone widths in both themes, and save a screenshot of each.
 //
 // Usage: node dashboard.mjs  (env: BASE_URL, PASSWORD, SHOTS_DIR, CHROMIUM, PLAYWRIGHT_CORE)
-// Prints one JSON line: {"key": "...", "shots": [...], "console_errors": [...]}.
+// Prints one JSON line: {"key": "...", "first_key": "...", "account": "...", "shots": [...],
+// "console_errors": [...]}.
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -50,16 +52,51 @@ try {
   await page.click(tid('login-submit'));
   await page.waitForSelector(tid('page-overview'));
 
-  // Create a key; it is shown once.
+  // Create a key that may use the pool's first account only; it is shown once.
   await page.click(tid('nav-keys'));
   await page.waitForSelector(tid('page-keys'));
   await page.fill(tid('key-name'), 'e2e-key');
+  const accountBox = await page.waitForSelector(`${tid('key-create-form')} ${tid('key-account')}`);
+  const account = await accountBox.getAttribute('value');
+  await accountBox.check();
   await page.click(tid('key-create'));
   const keyEl = await page.waitForSelector(tid('new-key'));
   const keyText = (await keyEl.textContent()) || '';
-  const key = (keyText.match(/sk-clb-[A-Za-z0-9_-]+/) || [])[0];
-  if (!key) throw new Error('no key shown: ' + keyText);
+  const firstKey = (keyText.match(/sk-clb-[A-Za-z0-9_-]+/) || [])[0];
+  if (!firstKey) throw new Error('no key shown: ' + keyText);
+  const card = `${tid('key-card')}:has-text("e2e-key")`;
+  await page.waitForFunction(
+    ([sel, id]) => [...document.querySelectorAll(sel)].some((c) => c.textContent.includes('e2e-key') && !c.textContent.includes('Accounts: all')),
+    [tid('key-card'), account]);
   await page.screenshot({ path: join(shotsDir, 'keys-created.png'), fullPage: true }); shots.push('keys-created.png');
+
+  // Pause it (the card says so and offers Resume), then resume it.
+  await page.click(`${card} ${tid('key-pause')}`);
+  await page.waitForSelector(`${card} ${tid('key-resume')}`);
+  const badgeText = await page.textContent(`${card} .badge`);
+  if (!/paused/i.test(badgeText || '')) throw new Error('paused key shows ' + badgeText);
+  const paused = await fetch(base + '/backend-api/codex/responses', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer ' + firstKey },
+    body: JSON.stringify({ model: 'gpt-5.5', input: 'paused?', stream: true, store: false }),
+  });
+  const pausedBody = await paused.json().catch(() => ({}));
+  if (paused.status !== 401 || pausedBody?.error?.code !== 'api_key_paused') {
+    throw new Error('a paused key was not refused: ' + paused.status + ' ' + JSON.stringify(pausedBody));
+  }
+  await page.click(`${card} ${tid('key-resume')}`);
+  await page.waitForSelector(`${card} ${tid('key-pause')}`);
+
+  // Regenerate its secret: confirmed, then shown once in a dialog with a copy button.
+  await page.click(`${card} ${tid('key-regenerate')}`);
+  await page.click(`${tid('confirm-dialog')} ${tid('confirm-ok')}`);
+  const newKeyEl = await page.waitForSelector(`${tid('key-regenerated-dialog')} ${tid('new-key')}`);
+  const key = ((await newKeyEl.textContent()) || '').match(/sk-clb-[A-Za-z0-9_-]+/)?.[0];
+  if (!key || key === firstKey) throw new Error('no new key shown: ' + key);
+  await page.waitForSelector(`${tid('key-regenerated-dialog')} ${tid('new-key-copy')}`);
+  await page.screenshot({ path: join(shotsDir, 'keys-regenerated.png'), fullPage: true }); shots.push('keys-regenerated.png');
+  await page.click(`${tid('key-regenerated-dialog')} button[data-close]:has-text("Done")`);
+  await page.waitForSelector(tid('key-regenerated-dialog'), { state: 'detached' });
 
   // The overview is open; a request made through the gateway shows up without a reload.
   await page.click(tid('nav-overview'));
@@ -96,7 +133,7 @@ try {
       }
     }
   }
-  console.log(JSON.stringify({ key, shots, console_errors: consoleErrors, foreign_requests: foreign }));
+  console.log(JSON.stringify({ key, first_key: firstKey, account, shots, console_errors: consoleErrors, foreign_requests: foreign }));
 } finally {
   await browser.close();
 }

@@ -503,8 +503,25 @@ const toDateInput = (secs) => {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 };
 
-/** The fields of a key (create and edit share them). */
-function keyFields(k = {}, { create }) {
+/** An account's name in lists: its email, else its id. */
+const accountLabel = (a) => a.email || a.id;
+
+/**
+ * The checkboxes of the accounts a key may draw from: the pool's accounts, then any id the key
+ * lists that the pool does not have (so an edit keeps or drops it on purpose).
+ */
+function accountChecks(pool, selected) {
+  const chosen = new Set(selected || []);
+  const known = new Set(pool.map((a) => a.id));
+  const box = (id, label, extra = '') =>
+    `<label class="check"><input type="checkbox" name="account" value="${esc(id)}"${chosen.has(id) ? ' checked' : ''} data-testid="key-account"> ${esc(label)}${extra}</label>`;
+  const rows = pool.map((a) => box(a.id, accountLabel(a), a.email ? ` <code class="muted small">${esc(a.id)}</code>` : ''));
+  for (const id of chosen) if (!known.has(id)) rows.push(box(id, id, ' <span class="muted small">(not in the pool)</span>'));
+  return rows.length ? rows.join('') : '<span class="muted small">No accounts in the pool yet.</span>';
+}
+
+/** The fields of a key (create and edit share them); `pool`: the accounts to offer. */
+function keyFields(k = {}, { create, pool = [] }) {
   const efforts = new Set(k.allowed_efforts || []);
   return `<div class="form-grid">
       <label>Name<input name="name" required maxlength="100" value="${esc(k.name ?? '')}" placeholder="e.g. alice-laptop" ${create ? 'data-testid="key-name"' : 'data-testid="key-edit-name"'}></label>
@@ -515,6 +532,9 @@ function keyFields(k = {}, { create }) {
     </div>
     <fieldset class="efforts"><legend>Allowed reasoning efforts <span class="muted small">(none checked: all)</span></legend>
       ${EFFORTS.map((e) => `<label class="check"><input type="checkbox" name="effort" value="${e}"${efforts.has(e) ? ' checked' : ''}> ${e}</label>`).join('')}
+    </fieldset>
+    <fieldset data-testid="key-accounts"><legend>Accounts it may use <span class="muted small">(none checked: the whole pool)</span></legend>
+      <div class="efforts" data-accounts>${accountChecks(pool, k.allowed_accounts)}</div>
     </fieldset>
     <fieldset><legend>Budgets <span class="muted small">(calendar windows in UTC; all must hold)</span></legend>
       <div data-limits>${(k.limits || []).map(limitRow).join('')}</div>
@@ -543,6 +563,7 @@ function readKeyForm(form) {
       .map((s) => s.trim())
       .filter(Boolean),
     allowed_efforts: fd.getAll('effort').map(String),
+    allowed_accounts: fd.getAll('account').map(String),
     max_streams: intOrNull(fd.get('max_streams'), 'Max open streams'),
     requests_per_minute: intOrNull(fd.get('requests_per_minute'), 'Requests / min'),
   };
@@ -558,6 +579,18 @@ function wireLimitButtons(scope) {
     const rm = e.target.closest('[data-remove-limit]');
     if (rm) rm.closest('[data-limit]').remove();
   });
+}
+
+/** The once-only view of a key's secret, with its copy button; `done` closes it. */
+function newKeyBox(r, { what, done }) {
+  return `<div class="new-key" data-testid="new-key-box">
+      <div class="warn-box"><b>Copy this key now.</b> It is shown only once; the gateway keeps only its hash.</div>
+      <div class="code-wrap"><code class="copy-src key-text" data-testid="new-key">${esc(r.key)}</code>
+        <button type="button" class="btn btn-small copy-btn" data-copy data-testid="new-key-copy">Copy</button></div>
+      <p class="small muted">Key <b>${esc(r.api_key && r.api_key.name)}</b> ${what}. Use it as a Bearer token, or as
+        <code>CODEX_LB_API_KEY</code> with the <a href="#/setup">Codex CLI</a>.</p>
+      <button type="button" class="btn btn-small" ${done}>Done</button>
+    </div>`;
 }
 
 export function keys(root) {
@@ -588,11 +621,26 @@ export function keys(root) {
   let dead = false;
   let all = [];
   let usage = {};
+  /** The pool's accounts ({id, email}), offered in the key forms and named on the cards. */
+  let pool = [];
   const showRevoked = $('[data-show-revoked]', root);
+
+  const accountsText = (k) => {
+    const ids = k.allowed_accounts || [];
+    if (!ids.length) return 'all';
+    const unknown = new Set(k.unknown_accounts || []);
+    return ids
+      .map((id) => {
+        const a = pool.find((x) => x.id === id);
+        return unknown.has(id) ? `${id} (not in the pool)` : a ? accountLabel(a) : id;
+      })
+      .join(', ');
+  };
 
   const keyCard = (k) => {
     const u = usage[k.id] || {};
     const active = k.status === 'active';
+    const paused = k.status === 'paused';
     const limits = (k.limits || [])
       .map((l) =>
         meter({
@@ -608,7 +656,9 @@ export function keys(root) {
       <div class="acc-title"><h3 class="ellipsis">${esc(k.name)}</h3><div class="acc-badges">${badge(k.status)}</div></div>
       <div class="muted small"><code>${esc(k.prefix)}…</code> · created ${esc(fmtTime(k.created_at))}${
         k.expires_at ? ` · expires ${esc(fmtTime(k.expires_at))} (<span data-reset="${esc(k.expires_at)}">${esc(fmtRel(k.expires_at))}</span>)` : ''
-      }${k.revoked_at ? ` · revoked ${esc(fmtTime(k.revoked_at))}` : ''}</div>
+      }${k.revoked_at ? ` · revoked ${esc(fmtTime(k.revoked_at))}` : ''}${
+        k.paused_at ? ` · paused ${esc(fmtTime(k.paused_at))}` : ''
+      }</div>
       <dl class="stats">
         <div><dt>Streams open</dt><dd data-testid="key-streams">${esc(fmtInt(k.streams_open))}${k.max_streams ? ` / ${esc(k.max_streams)}` : ''}</dd></div>
         <div><dt>This minute</dt><dd>${esc(fmtInt(k.requests_this_minute))}${k.requests_per_minute ? ` / ${esc(k.requests_per_minute)} rpm` : ' requests'}</dd></div>
@@ -617,11 +667,14 @@ export function keys(root) {
         <div><dt>Cost</dt><dd>${esc(fmtMicroUsd(u.cost_micro_usd || 0))}</dd></div>
       </dl>
       <div class="small"><span class="muted">Models:</span> ${esc((k.allowed_models || []).join(', ') || 'all')}
-        · <span class="muted">Efforts:</span> ${esc((k.allowed_efforts || []).join(', ') || 'all')}</div>
+        · <span class="muted">Efforts:</span> ${esc((k.allowed_efforts || []).join(', ') || 'all')}
+        · <span class="muted">Accounts:</span> <span data-testid="key-accounts-text">${esc(accountsText(k))}</span></div>
       ${limits ? `<div class="key-limits">${limits}</div>` : '<div class="muted small">No budgets.</div>'}
       ${
-        admin && active
+        admin && (active || paused)
           ? `<div class="acc-actions"><button type="button" class="btn btn-small" data-act="edit" data-testid="key-edit">Edit</button>
+          <button type="button" class="btn btn-small" data-act="${paused ? 'resume' : 'pause'}" data-testid="key-${paused ? 'resume' : 'pause'}">${paused ? 'Resume' : 'Pause'}</button>
+          <button type="button" class="btn btn-small" data-act="regenerate" data-testid="key-regenerate">Regenerate</button>
           <button type="button" class="btn btn-small btn-danger" data-act="revoke" data-testid="key-revoke">Revoke</button>
           <a class="btn btn-small" href="#/requests?key=${encodeURIComponent(k.id)}">Requests</a></div>`
           : `<div class="acc-actions"><a class="btn btn-small" href="#/requests?key=${encodeURIComponent(k.id)}">Requests</a></div>`
@@ -640,15 +693,18 @@ export function keys(root) {
   };
   const load = async () => {
     try {
-      const [k, s, st] = await Promise.all([
+      const [k, s, st, acc] = await Promise.all([
         api('GET', '/api/keys'),
         api('GET', '/api/usage/summary').catch(() => ({})),
         api('GET', '/api/settings').catch(() => null),
+        api('GET', '/api/accounts').catch(() => null),
       ]);
       if (dead) return;
-      // Active keys first, then the newest.
-      all = (k.keys || []).slice().sort((a, b) => (a.status === 'active' ? 0 : 1) - (b.status === 'active' ? 0 : 1) || (b.created_at || 0) - (a.created_at || 0));
+      // Active keys first, then paused ones, then the newest.
+      const rank = (x) => (x.status === 'active' ? 0 : x.status === 'paused' ? 1 : 2);
+      all = (k.keys || []).slice().sort((a, b) => rank(a) - rank(b) || (b.created_at || 0) - (a.created_at || 0));
       usage = s.by_key || {};
+      if (acc) setPool((acc.accounts || []).map((a) => ({ id: a.id, email: a.email })));
       draw();
       if (st) {
         render(
@@ -666,6 +722,15 @@ export function keys(root) {
   showRevoked.addEventListener('change', draw);
 
   const create = $('[data-create]', root);
+  /** A new pool list: redraws the create form's account boxes when it changed, keeping the ticks. */
+  const setPool = (next) => {
+    const same = next.length === pool.length && next.every((a, i) => a.id === pool[i].id && a.email === pool[i].email);
+    pool = next;
+    const box = create && $('[data-accounts]', create);
+    if (same || !box) return;
+    const ticked = $$('input[name=account]:checked', box).map((i) => i.value);
+    render(box, accountChecks(pool, ticked));
+  };
   if (create) {
     wireLimitButtons(create);
     create.addEventListener('submit', async (e) => {
@@ -674,19 +739,9 @@ export function keys(root) {
         const spec = readKeyForm(create);
         // Leave out what is empty, so the server's defaults apply.
         for (const f of ['expires_at', 'max_streams', 'requests_per_minute']) if (spec[f] === null) delete spec[f];
-        for (const f of ['limits', 'allowed_models', 'allowed_efforts']) if (!spec[f].length) delete spec[f];
+        for (const f of ['limits', 'allowed_models', 'allowed_efforts', 'allowed_accounts']) if (!spec[f].length) delete spec[f];
         const r = await api('POST', '/api/keys', spec);
-        render(
-          $('[data-new-key]', root),
-          `<div class="new-key" data-testid="new-key-box">
-            <div class="warn-box"><b>Copy this key now.</b> It is shown only once; the gateway keeps only its hash.</div>
-            <div class="code-wrap"><code class="copy-src key-text" data-testid="new-key">${esc(r.key)}</code>
-              <button type="button" class="btn btn-small copy-btn" data-copy data-testid="new-key-copy">Copy</button></div>
-            <p class="small muted">Key <b>${esc(r.api_key && r.api_key.name)}</b> created. Use it as a Bearer token, or as
-              <code>CODEX_LB_API_KEY</code> with the <a href="#/setup">Codex CLI</a>.</p>
-            <button type="button" class="btn btn-small" data-dismiss-key>Done</button>
-          </div>`,
-        );
+        render($('[data-new-key]', root), newKeyBox(r, { what: 'created', done: 'data-dismiss-key' }));
         create.reset();
         $('[data-limits]', create).innerHTML = '';
         toast('Key created');
@@ -714,10 +769,40 @@ export function keys(root) {
       } catch (err) {
         toast(err.message, 'error');
       }
+    } else if (btn.dataset.act === 'pause' || btn.dataset.act === 'resume') {
+      const pause = btn.dataset.act === 'pause';
+      try {
+        await api('PATCH', `/api/keys/${encodeURIComponent(id)}`, { paused: pause });
+        toast(pause ? `Paused ${k.name}: its clients are refused until you resume it` : `Resumed ${k.name}`);
+        await load();
+      } catch (err) {
+        toast(err.message, 'error');
+      }
+    } else if (btn.dataset.act === 'regenerate') {
+      if (
+        !(await confirmDialog(
+          `Regenerate the secret of “${k.name}”? The current key stops working at once; clients need the new one. Its limits and usage stay.`,
+          { ok: 'Regenerate' },
+        ))
+      )
+        return;
+      try {
+        const r = await api('POST', `/api/keys/${encodeURIComponent(id)}/regenerate`);
+        // A secret still shown from this key's creation no longer works.
+        const shown = $('[data-new-key]', root);
+        if (shown) shown.innerHTML = '';
+        modal(`New secret for ${k.name}`, newKeyBox(r, { what: 'has a new secret; the old one no longer works', done: 'data-close' }), {
+          testid: 'key-regenerated-dialog',
+        });
+        toast(`New secret for ${k.name}`);
+        await load();
+      } catch (err) {
+        toast(err.message, 'error');
+      }
     } else if (btn.dataset.act === 'edit') {
       const m = modal(
         `Edit key ${k.name}`,
-        `<form data-edit data-testid="key-edit-form">${keyFields(k, { create: false })}
+        `<form data-edit data-testid="key-edit-form">${keyFields(k, { create: false, pool })}
           <div class="form-error" role="alert"></div>
           <div class="form-actions"><button type="button" class="btn" data-close>Cancel</button>
             <button type="submit" class="btn btn-primary" data-testid="key-save">Save</button></div></form>`,
