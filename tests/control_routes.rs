@@ -178,3 +178,55 @@ fn control_routes_need_a_key_when_keys_are_on_and_answer_clearly_without_account
     assert_eq!(status, 503, "{reply}");
     assert!(reply["error"]["message"].is_string(), "{reply}");
 }
+
+/// A key's pace and budgets hold on the control routes, but the events Codex sends beside its
+/// turns do not use up the pace meant for turns.
+#[test]
+fn control_routes_respect_a_key_s_pace_without_spending_it() {
+    let env = Env::start(1);
+    let created = env.post_json(
+        "/api/keys",
+        json!({"name": "paced", "requests_per_minute": 2})
+            .to_string()
+            .as_bytes(),
+    );
+    let auth = format!("Bearer {}", created["key"].as_str().unwrap());
+    // Stay inside one UTC minute.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 50 {
+        std::thread::sleep(Duration::from_secs(61 - now % 60));
+    }
+    let event = |env: &Env| {
+        call(
+            env,
+            "POST",
+            "/backend-api/codex/analytics-events/events",
+            &[("authorization", &auth)],
+            Some(r#"{"events":[]}"#),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(event(&env).0, 200);
+    }
+    // Both turns of the minute are still there...
+    for i in 0..2 {
+        let r = env.turn(
+            &turn_body_in(&format!("turn {i}"), "paced"),
+            &[("authorization", &auth)],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // ...and with the pace used up, the control routes wait for the next minute too.
+    let (status, v) = event(&env);
+    assert_eq!(status, 429, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per minute"),
+        "{v}"
+    );
+}

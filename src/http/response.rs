@@ -46,6 +46,8 @@ pub enum OutFraming {
     Chunked,
     /// Body ends when the connection closes (HTTP/1.0 clients of a stream).
     Close,
+    /// A status that never has a body (204, 304): no framing header at all.
+    NoBody,
 }
 
 /// Writes a response head. `headers` must not contain framing or `connection` headers.
@@ -68,7 +70,7 @@ pub fn write_head(
             let _ = write!(out, "content-length: {n}\r\n");
         }
         OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        OutFraming::Close => {}
+        OutFraming::Close | OutFraming::NoBody => {}
     }
     let keep = keep_alive && framing != OutFraming::Close;
     out.extend_from_slice(if keep {

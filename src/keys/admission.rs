@@ -57,7 +57,39 @@ pub fn admit(
             return Err(Refusal::EffortNotAllowed(e.to_string()));
         }
     }
-    for (rule, counter) in p.limits.iter().zip(&key.counters) {
+    check_budgets(key, model, now)?;
+    if let Some(rpm) = p.requests_per_minute {
+        let minute = now - now % 60;
+        if !key.live.minute.take_within(minute, u64::from(rpm)) {
+            return Err(Refusal::Exhausted {
+                what: "requests per minute".into(),
+                resets_at: minute + 60,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A request that runs no model turn of its own (Codex's control routes): refused while one of
+/// the key's model-wide budgets or its per-minute pace is used up, but not counted against the
+/// pace, so the events a turn sends beside it do not eat the key's turns.
+pub fn admit_unmetered(key: &KeyView, now: u64) -> Result<(), Refusal> {
+    check_budgets(key, None, now)?;
+    if let Some(rpm) = key.policy.requests_per_minute {
+        let minute = now - now % 60;
+        if key.live.minute.get(minute) >= u64::from(rpm) {
+            return Err(Refusal::Exhausted {
+                what: "requests per minute".into(),
+                resets_at: minute + 60,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every budget of the key that counts `model` (`None`: only the model-wide ones) has room.
+fn check_budgets(key: &KeyView, model: Option<&str>, now: u64) -> Result<(), Refusal> {
+    for (rule, counter) in key.policy.limits.iter().zip(&key.counters) {
         if !rule.applies_to(model) {
             continue;
         }
@@ -71,15 +103,6 @@ pub fn admit(
             return Err(Refusal::Exhausted {
                 what: format!("{} {}{model}", rule.kind.as_str(), rule.window.as_str()),
                 resets_at: end,
-            });
-        }
-    }
-    if let Some(rpm) = p.requests_per_minute {
-        let minute = now - now % 60;
-        if !key.live.minute.take_within(minute, u64::from(rpm)) {
-            return Err(Refusal::Exhausted {
-                what: "requests per minute".into(),
-                resets_at: minute + 60,
             });
         }
     }

@@ -13,8 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::client::ClientConn;
 use super::responses::{
-    account_head, control_routing, forward_request_header, no_account_error, pick_account,
-    session_header, Slot,
+    account_head, control_routing, forward_request_header, key_refusal, no_account_error,
+    pick_account, session_header, Slot,
 };
 use super::{body_error, respond, respond_error, Record};
 use crate::accounts::now_unix;
@@ -88,10 +88,11 @@ fn head_prefix(w: &Worker, head: &RequestHead, body_len: usize) -> BytesMut {
     b
 }
 
-/// Whether another account may do better than this reply: its token was refused, or the
-/// upstream failed on it.
+/// Whether another account may do better than this reply: its token was refused, or a gateway in
+/// front of the upstream could not reach it. A 500 is relayed: the request may have been acted
+/// on (a goal set, events stored), and these routes are not all idempotent.
 fn worth_another_account(status: u16) -> bool {
-    status == 401 || status >= 500
+    matches!(status, 401 | 502 | 503 | 504)
 }
 
 pub async fn handle(
@@ -122,6 +123,13 @@ pub async fn handle(
     };
     rec.request_bytes = body.len() as u64;
     rec.conversation = session_header(&head).map(|c| c.chars().take(128).collect());
+    // The key's budgets and pace hold here too (see `admit_unmetered` for why it is not counted).
+    if let Some(k) = &key {
+        let now = now_unix();
+        if let Err(r) = crate::keys::admission::admit_unmetered(k, now) {
+            return respond_error(w, client, key_refusal(r, now), keep_alive, rec).await;
+        }
+    }
     let route = control_routing(&head, key.as_ref());
     let prefix = head_prefix(w, &head, body.len());
     let mut excluded: Vec<Arc<str>> = Vec::new();
@@ -204,7 +212,20 @@ pub async fn handle(
     };
     rec.response_bytes = reply.len() as u64;
     let content_type = std::str::from_utf8(&content_type).unwrap_or("application/json");
-    let bytes = full_response(status, content_type, &[], &reply, keep_alive);
+    let bytes = if matches!(status, 204 | 304) {
+        // No body and no body headers (RFC 9110 §15.3.5, §15.4.5).
+        let mut out = Vec::with_capacity(64);
+        crate::http::response::write_head(
+            &mut out,
+            status,
+            &[],
+            crate::http::response::OutFraming::NoBody,
+            keep_alive,
+        );
+        out
+    } else {
+        full_response(status, content_type, &[], &reply, keep_alive)
+    };
     respond(w, client, Bytes::from(bytes), keep_alive, rec).await
 }
 
@@ -223,5 +244,6 @@ mod tests {
         ));
         assert!(worth_another_account(401) && worth_another_account(503));
         assert!(!worth_another_account(400) && !worth_another_account(429));
+        assert!(!worth_another_account(500), "a 500 may have been acted on");
     }
 }

@@ -637,7 +637,7 @@ async fn await_refresh(w: &Worker, account: &AccountView) -> bool {
 }
 
 /// The key's answer to this request, as the client sees it.
-fn key_refusal(r: Refusal, now: u64) -> ApiError {
+pub(crate) fn key_refusal(r: Refusal, now: u64) -> ApiError {
     let message = r.message();
     match r {
         Refusal::ModelNotAllowed(_) => {
