@@ -504,7 +504,8 @@ pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::
     let _ = stream.set_nodelay(true);
     let mut client = match &w.shared.server_tls {
         None => ClientConn::new(stream, peer),
-        Some(tls) => match accept_tls(&w, stream, peer, tls).await {
+        // Boxed like the routes: the handshake's state is not kept for the connection's life.
+        Some(tls) => match Box::pin(accept_tls(&w, stream, peer, tls)).await {
             Some(c) => c,
             None => return,
         },
@@ -562,6 +563,9 @@ pub async fn serve_connection(w: Rc<Worker>, stream: TcpStream, peer: std::net::
     }
 }
 
+/// Each route's work is boxed: a connection's task is then only as large as reading a head (an
+/// idle keep-alive connection, the common case), and a request allocates what its own route
+/// needs, not what the largest route (a WebSocket session) would.
 async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHead) -> bool {
     let keep_alive = head.keep_alive && !w.shared.shutdown.is_requested();
     let has_body = head.framing != crate::http::request::BodyFraming::None;
@@ -576,50 +580,84 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                 // The body is not read: the connection cannot be reused.
                 Err(r) => {
                     rec.key_id = r.key_id.map(|k| k.to_string());
-                    return respond_error(w, client, r.err, keep_alive && !has_body, rec).await;
+                    let refused = respond_error(w, client, r.err, keep_alive && !has_body, rec);
+                    return Box::pin(refused).await;
                 }
             };
             rec.key_id = key.as_ref().map(|k| k.id.to_string());
             match p {
-                ProxyRoute::CodexResponses => responses::handle(w, client, head, key, rec).await,
+                ProxyRoute::CodexResponses => {
+                    Box::pin(responses::handle(w, client, head, key, rec)).await
+                }
                 ProxyRoute::ResponsesWebSocket => {
                     // The socket ends with its session.
-                    ws::serve(w, client, head, rec).await;
+                    Box::pin(ws::serve(w, client, head, rec)).await;
                     false
                 }
                 ProxyRoute::Models => {
-                    models::handle(w, client, head, key, keep_alive && !has_body, rec).await
+                    Box::pin(models::handle(
+                        w,
+                        client,
+                        head,
+                        key,
+                        keep_alive && !has_body,
+                        rec,
+                    ))
+                    .await
                 }
-                ProxyRoute::V1Responses => v1::responses(w, client, head, key, rec).await,
-                ProxyRoute::V1Chat => v1::chat_completions(w, client, head, key, rec).await,
-                ProxyRoute::Compact => v1::compact(w, client, head, key, rec).await,
+                ProxyRoute::V1Responses => Box::pin(v1::responses(w, client, head, key, rec)).await,
+                ProxyRoute::V1Chat => {
+                    Box::pin(v1::chat_completions(w, client, head, key, rec)).await
+                }
+                ProxyRoute::Compact => Box::pin(v1::compact(w, client, head, key, rec)).await,
                 ProxyRoute::PoolUsage => {
-                    pool_usage::handle(w, client, keep_alive && !has_body).await
+                    Box::pin(pool_usage::handle(w, client, keep_alive && !has_body)).await
                 }
-                ProxyRoute::Control => passthrough::handle(w, client, head, key, rec).await,
+                ProxyRoute::Control => {
+                    Box::pin(passthrough::handle(w, client, head, key, rec)).await
+                }
                 ProxyRoute::KeyUsage => {
-                    key_usage::handle(w, client, key.as_deref(), keep_alive && !has_body).await
+                    Box::pin(key_usage::handle(
+                        w,
+                        client,
+                        key.as_deref(),
+                        keep_alive && !has_body,
+                    ))
+                    .await
                 }
             }
         }
         Route::Health(probe) => {
-            crate::dashboard::health(w, client, probe, keep_alive && !has_body).await
-        }
-        Route::Metrics => {
-            crate::dashboard::prometheus::handle(w, client, &head, keep_alive && !has_body).await
-        }
-        Route::Admin(r) => crate::dashboard::handle(w, client, head, r).await,
-        Route::Ui => {
-            crate::dashboard::ui::serve(w, client, head.path(), keep_alive && !has_body).await
-        }
-        Route::NotFound => {
-            reply_error(
+            Box::pin(crate::dashboard::health(
                 w,
                 client,
-                &ApiError::not_found(head.path()),
+                probe,
                 keep_alive && !has_body,
-            )
+            ))
             .await
+        }
+        Route::Metrics => {
+            Box::pin(crate::dashboard::prometheus::handle(
+                w,
+                client,
+                &head,
+                keep_alive && !has_body,
+            ))
+            .await
+        }
+        Route::Admin(r) => Box::pin(crate::dashboard::handle(w, client, head, r)).await,
+        Route::Ui => {
+            Box::pin(crate::dashboard::ui::serve(
+                w,
+                client,
+                head.path(),
+                keep_alive && !has_body,
+            ))
+            .await
+        }
+        Route::NotFound => {
+            let err = ApiError::not_found(head.path());
+            Box::pin(reply_error(w, client, &err, keep_alive && !has_body)).await
         }
         Route::MethodNotAllowed => {
             let err = ApiError::new(
@@ -628,7 +666,7 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                 "method_not_allowed",
                 format!("{} is not allowed on {}", head.method(), head.path()),
             );
-            reply_error(w, client, &err, keep_alive && !has_body).await
+            Box::pin(reply_error(w, client, &err, keep_alive && !has_body)).await
         }
     }
 }
