@@ -125,13 +125,14 @@ const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
 /// The `route` label of recorded requests (the names `proxy::ProxyRoute::name` gives; a test
 /// there keeps the two lists together); any other route is counted as `other`.
-pub const ROUTES: [&str; 7] = [
+pub const ROUTES: [&str; 8] = [
     "responses",
     "models",
     "v1/responses",
     "v1/chat/completions",
     "compact",
     "control",
+    "transcribe",
     OTHER,
 ];
 

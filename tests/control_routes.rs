@@ -230,3 +230,91 @@ fn control_routes_respect_a_key_s_pace_without_spending_it() {
         "{v}"
     );
 }
+
+fn multipart(boundary: &str, audio: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, value) in extra {
+        b.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    b.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.wav\"\r\nContent-Type: audio/wav\r\n\r\n")
+            .as_bytes(),
+    );
+    b.extend_from_slice(audio);
+    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b
+}
+
+/// Codex's voice input and OpenAI's transcription route reach the upstream's `/transcribe` with
+/// the multipart body intact, counted in the key's pace and logged as `transcribe`.
+#[test]
+fn transcriptions_are_relayed_whole_and_count_in_the_key_s_pace() {
+    let env = Env::start(1);
+    let created = env.post_json(
+        "/api/keys",
+        json!({"name": "voice", "requests_per_minute": 3})
+            .to_string()
+            .as_bytes(),
+    );
+    let auth = format!("Bearer {}", created["key"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 50 {
+        std::thread::sleep(Duration::from_secs(61 - now % 60));
+    }
+    let audio: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let send = |path: &str, extra: &[(&str, &str)]| {
+        let body = multipart("b0undary", &audio, extra);
+        match ureq::post(&env.url(path))
+            .set("authorization", &auth)
+            .set("content-type", "multipart/form-data; boundary=b0undary")
+            .send_bytes(&body)
+        {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_json::<Value>().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (s, v) = send("/backend-api/transcribe", &[("prompt", "codex")]);
+    assert_eq!(
+        (s, &v),
+        (200, &json!({"text": "mock transcription of 200000 bytes"}))
+    );
+    let id = env.mock.accounts()[0].chatgpt_account_id.clone();
+    let seen = env.mock.last_request(&id).unwrap();
+    assert_eq!(seen.path, "/backend-api/transcribe");
+    assert_eq!(
+        seen.body,
+        multipart("b0undary", &audio, &[("prompt", "codex")])
+    );
+    let (s, v) = send(
+        "/v1/audio/transcriptions",
+        &[("model", "gpt-4o-transcribe")],
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        env.mock.last_request(&id).unwrap().path,
+        "/backend-api/transcribe"
+    );
+    // Two of the key's three requests this minute are spent: one turn left, then a 429.
+    let r = env.turn(
+        &turn_body_in("after voice", "v"),
+        &[("authorization", &auth)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (s, v) = send("/backend-api/transcribe", &[]);
+    assert_eq!(s, 429, "{v}");
+    let rows = env
+        .wait_for(Duration::from_secs(5), |e| {
+            let page = e.get_json("/api/requests?route=transcribe");
+            let rows = page["requests"].as_array().unwrap().clone();
+            (rows.len() == 3).then_some(rows)
+        })
+        .expect("three transcription rows");
+    assert_eq!(rows.iter().filter(|r| r["status"] == 200).count(), 2);
+}

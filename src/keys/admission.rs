@@ -87,6 +87,22 @@ pub fn admit_unmetered(key: &KeyView, now: u64) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A request that runs a model upstream but has no turn body to read a model from
+/// (transcription): the model-wide budgets, and it counts in the per-minute pace.
+pub fn admit_metered(key: &KeyView, now: u64) -> Result<(), Refusal> {
+    check_budgets(key, None, now)?;
+    if let Some(rpm) = key.policy.requests_per_minute {
+        let minute = now - now % 60;
+        if !key.live.minute.take_within(minute, u64::from(rpm)) {
+            return Err(Refusal::Exhausted {
+                what: "requests per minute".into(),
+                resets_at: minute + 60,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Every budget of the key that counts `model` (`None`: only the model-wide ones) has room.
 fn check_budgets(key: &KeyView, model: Option<&str>, now: u64) -> Result<(), Refusal> {
     for (rule, counter) in key.policy.limits.iter().zip(&key.counters) {

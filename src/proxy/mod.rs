@@ -65,6 +65,8 @@ pub enum ProxyRoute {
     Control,
     /// `GET /v1/usage`: the calling key's own limits and use, not recorded as a request.
     KeyUsage,
+    /// `POST /backend-api/transcribe`, `/v1/audio/transcriptions`: relayed to `/transcribe`.
+    Transcribe,
 }
 
 impl ProxyRoute {
@@ -78,6 +80,7 @@ impl ProxyRoute {
             ProxyRoute::Compact => "compact",
             ProxyRoute::PoolUsage => "usage",
             ProxyRoute::Control => "control",
+            ProxyRoute::Transcribe => "transcribe",
             ProxyRoute::KeyUsage => "key_usage",
         }
     }
@@ -115,6 +118,7 @@ pub fn route(method: &str, path: &str) -> Route {
         }
         "/backend-api/codex/responses" => post(ProxyRoute::CodexResponses),
         "/v1/responses" => post(ProxyRoute::V1Responses),
+        p if crate::proxy::passthrough::is_transcribe_path(p) => post(ProxyRoute::Transcribe),
         p if crate::proxy::passthrough::is_control_path(p) => {
             if get || method == "POST" {
                 Route::Proxy(ProxyRoute::Control)
@@ -614,7 +618,12 @@ async fn handle_request(w: &Rc<Worker>, client: &mut ClientConn, head: RequestHe
                     Box::pin(pool_usage::handle(w, client, keep_alive && !has_body)).await
                 }
                 ProxyRoute::Control => {
-                    Box::pin(passthrough::handle(w, client, head, key, rec)).await
+                    let relay = passthrough::Relay::Control;
+                    Box::pin(passthrough::handle(w, client, head, relay, key, rec)).await
+                }
+                ProxyRoute::Transcribe => {
+                    let relay = passthrough::Relay::Transcribe;
+                    Box::pin(passthrough::handle(w, client, head, relay, key, rec)).await
                 }
                 ProxyRoute::KeyUsage => {
                     Box::pin(key_usage::handle(
@@ -744,6 +753,7 @@ mod tests {
             V1Chat,
             Compact,
             Control,
+            Transcribe,
         ] {
             assert!(
                 crate::metrics::ROUTES.contains(&r.name()),

@@ -1,9 +1,10 @@
 //! Codex's control routes — thread goals, analytics events, memory summaries, the safety check,
-//! search and the agent-identity keys (PROTOCOL.md §1.2) — forwarded as they are to the same path
-//! upstream with a pooled account, the reply relayed as it came. They carry no model and no
-//! usage, so there is no body to reshape: only the account choice (the conversation's own
-//! account when the request names one, always one the caller's key may use), failover on a dead
-//! account and the key check apply.
+//! search and the agent-identity keys (PROTOCOL.md §1.2) — and audio transcription (Codex's voice
+//! input, `POST /backend-api/transcribe`, and OpenAI's `POST /v1/audio/transcriptions`), forwarded
+//! as they are upstream with a pooled account, the reply relayed as it came. They carry no model
+//! turn and no token usage, so there is no body to reshape: only the account choice (the
+//! conversation's own account when the request names one, always one the caller's key may use),
+//! failover on a dead account and the key checks apply.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,17 +45,39 @@ const CONTROL_PATHS: &[&str] = &[
 /// A control reply larger than this is not relayed (they are small JSON documents).
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Transcription paths; both go to the upstream's `/transcribe` (multipart `file`, optional
+/// `prompt`; PROTOCOL.md §1.2).
+const TRANSCRIBE_PATHS: &[&str] = &["/backend-api/transcribe", "/v1/audio/transcriptions"];
+
 pub fn is_control_path(path: &str) -> bool {
     CONTROL_PATHS.contains(&path)
 }
 
+pub fn is_transcribe_path(path: &str) -> bool {
+    TRANSCRIBE_PATHS.contains(&path)
+}
+
+/// What is relayed, and how the key's pace treats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// A control route: checked against the key's pace, not counted in it.
+    Control,
+    /// A transcription runs a model upstream: counted in the key's pace like a turn.
+    Transcribe,
+}
+
+/// The path under the upstream's base for a relayed request.
+fn upstream_suffix(relay: Relay, path: &str) -> &str {
+    match relay {
+        Relay::Transcribe => "/transcribe",
+        Relay::Control => path.strip_prefix("/backend-api").unwrap_or(path),
+    }
+}
+
 /// The upstream request head up to the account's credentials.
-fn head_prefix(w: &Worker, head: &RequestHead, body_len: usize) -> BytesMut {
+fn head_prefix(w: &Worker, head: &RequestHead, relay: Relay, body_len: usize) -> BytesMut {
     let up = &w.shared.settings.upstream;
-    let suffix = head
-        .path()
-        .strip_prefix("/backend-api")
-        .unwrap_or(head.path());
+    let suffix = upstream_suffix(relay, head.path());
     let mut b = BytesMut::with_capacity(512 + head.head_len());
     b.put_slice(head.method().as_bytes());
     b.put_slice(b" ");
@@ -99,6 +122,7 @@ pub async fn handle(
     w: &Rc<Worker>,
     client: &mut ClientConn,
     head: RequestHead,
+    relay: Relay,
     key: Option<Arc<KeyView>>,
     mut rec: Record,
 ) -> bool {
@@ -126,12 +150,16 @@ pub async fn handle(
     // The key's budgets and pace hold here too (see `admit_unmetered` for why it is not counted).
     if let Some(k) = &key {
         let now = now_unix();
-        if let Err(r) = crate::keys::admission::admit_unmetered(k, now) {
+        let admitted = match relay {
+            Relay::Control => crate::keys::admission::admit_unmetered(k, now),
+            Relay::Transcribe => crate::keys::admission::admit_metered(k, now),
+        };
+        if let Err(r) = admitted {
             return respond_error(w, client, key_refusal(r, now), keep_alive, rec).await;
         }
     }
     let route = control_routing(&head, key.as_ref());
-    let prefix = head_prefix(w, &head, body.len());
+    let prefix = head_prefix(w, &head, relay, body.len());
     let mut excluded: Vec<Arc<str>> = Vec::new();
     let mut last: Option<(u16, Bytes, Bytes)> = None;
     while rec.attempts as usize <= s.failover_attempts {
@@ -245,5 +273,14 @@ mod tests {
         assert!(worth_another_account(401) && worth_another_account(503));
         assert!(!worth_another_account(400) && !worth_another_account(429));
         assert!(!worth_another_account(500), "a 500 may have been acted on");
+        assert_eq!(
+            upstream_suffix(Relay::Transcribe, "/v1/audio/transcriptions"),
+            "/transcribe"
+        );
+        assert_eq!(
+            upstream_suffix(Relay::Control, "/backend-api/codex/safety/arc"),
+            "/codex/safety/arc"
+        );
+        assert!(is_transcribe_path("/backend-api/transcribe"));
     }
 }

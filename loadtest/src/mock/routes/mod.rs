@@ -14,6 +14,7 @@ mod login;
 mod models;
 mod oauth;
 mod responses;
+mod transcribe;
 mod turn;
 mod usage;
 mod websocket;
@@ -58,6 +59,7 @@ pub async fn handle(
         (&Method::POST, login::DEVICE_TOKEN_PATH) => "POST /api/accounts/deviceauth/token",
         (&Method::GET, login::DEVICE_PAGE_PATH) => "GET /codex/device",
         (&Method::GET | &Method::POST, p) if codex_control::PATHS.contains(&p) => "control",
+        (&Method::POST, transcribe::TRANSCRIBE_PATH) => "POST /backend-api/transcribe",
         _ => "not_found",
     };
     shared.stats.request(route);
@@ -73,6 +75,7 @@ pub async fn handle(
         "POST /api/accounts/deviceauth/token" => login::device_token(&shared, req).await,
         "GET /codex/device" => login::device_page(),
         "control" => codex_control::handle(&shared, req).await,
+        "POST /backend-api/transcribe" => transcribe::handle(&shared, req).await,
         _ => {
             let ctx = ReplyCtx::from_request(&shared, req.headers());
             let body = errors::not_found(req.method().as_str(), &path);
