@@ -55,6 +55,8 @@ pub struct Store {
     pub key_usage: sled::Tree,
     /// Hourly and daily sums of the request log (see `ledger::rollups`).
     pub rollups: sled::Tree,
+    /// Admin-API changes (see `ledger::audit`).
+    pub audit: sled::Tree,
     pub sealer: Sealer,
     pub dir: PathBuf,
 }
@@ -148,6 +150,7 @@ impl Store {
             api_keys: db.open_tree("api_keys")?,
             key_usage: db.open_tree("key_usage")?,
             rollups: db.open_tree("rollups")?,
+            audit: db.open_tree("audit")?,
             sealer,
             db,
             dir: dir.to_path_buf(),

@@ -556,3 +556,82 @@ fn the_cli_sets_the_password_offline_and_through_a_running_gateway() {
     assert_eq!(r.body["role"], "viewer", "{}", r.body);
     gw.shutdown().unwrap();
 }
+
+/// The audit log names who changed what from where, and how it ended — refused attempts too —
+/// without any of the secrets sent; only admins may read it.
+#[test]
+fn changes_and_refused_attempts_are_in_the_audit_log_without_secrets() {
+    let env = Env::start(1);
+    let mut admin = set_password(env.addr, "the audit admin password");
+    let r = admin.call("POST", "/api/keys", Some(json!({"name": "audited"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    let key_id = r.body["api_key"]["id"].as_str().unwrap().to_string();
+    let account = admin.call("GET", "/api/accounts", None).body["accounts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        admin
+            .call("GET", &format!("/api/accounts/{account}/export"), None)
+            .status,
+        200
+    );
+    let (r, _) = login(env.addr, "a wrong guess at it", None);
+    assert_eq!(r.status, 401);
+    let r = admin.call(
+        "PUT",
+        "/api/dashboard-auth/viewer-password",
+        Some(json!({"password": "the viewer password"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, mut viewer) = login(env.addr, "the viewer password", None);
+    let r = viewer.call("DELETE", &format!("/api/keys/{key_id}"), None);
+    assert_eq!((r.status, code(&r)), (403, "read_only"));
+    // Only admins read it.
+    assert_eq!(viewer.call("GET", "/api/audit", None).status, 403);
+
+    let log = env
+        .wait_for(Duration::from_secs(5), |_| {
+            let r = admin.call("GET", "/api/audit?limit=50", None);
+            assert_eq!(r.status, 200, "{}", r.body);
+            let entries = r.body["entries"].as_array().unwrap().clone();
+            (entries.len() >= 7).then_some(entries)
+        })
+        .expect("the audit rows");
+    let line = |e: &Value| {
+        format!(
+            "{} {} {} {}",
+            e["actor"].as_str().unwrap(),
+            e["method"].as_str().unwrap(),
+            e["path"].as_str().unwrap(),
+            e["status"]
+        )
+    };
+    let lines: Vec<String> = log.iter().map(line).collect();
+    let find = |want: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("no {want:?} in {lines:#?}"))
+            .clone()
+    };
+    // Newest first: the viewer's refused delete (and its audit read) came last.
+    assert!(lines[0].starts_with("viewer session "), "{lines:#?}");
+    assert!(find(&format!("DELETE /api/keys/{key_id} 403")).starts_with("viewer session "));
+    assert!(find("POST /api/dashboard-auth/password 200").starts_with("local "));
+    assert!(find("POST /api/keys 201").starts_with("admin session "));
+    assert!(find(&format!("GET /api/accounts/{account}/export 200")).starts_with("admin session "));
+    assert!(find("POST /api/dashboard-auth/login 401").starts_with("anonymous "));
+    assert!(log.iter().all(|e| e["client_ip"] == "127.0.0.1"), "{log:?}");
+    // What was sent is not kept.
+    let text = serde_json::to_string(&log).unwrap();
+    for s in [
+        secret.as_str(),
+        "the audit admin password",
+        "a wrong guess at it",
+        "the viewer password",
+    ] {
+        assert!(!text.contains(s), "{s:?} in the audit log");
+    }
+}

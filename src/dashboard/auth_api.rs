@@ -129,7 +129,7 @@ pub async fn handle(
     caller: &Caller,
     body: &[u8],
     keep_alive: bool,
-) -> bool {
+) -> (bool, u16, Option<String>) {
     match answer(w, client, head, route, caller, body).await {
         Ok(a) => {
             let bytes = serde_json::to_vec(&a.body).unwrap_or_default();
@@ -138,7 +138,11 @@ pub async fn handle(
                 headers.push(("set-cookie", c.as_bytes()));
             }
             let out = full_response(a.status, "application/json", &headers, &bytes, keep_alive);
-            send(w, client, Bytes::from(out), keep_alive).await
+            (
+                send(w, client, Bytes::from(out), keep_alive).await,
+                a.status,
+                None,
+            )
         }
         Err(e) => {
             let retry = match &e {
@@ -160,7 +164,8 @@ pub async fn handle(
                 &err.to_json(),
                 keep_alive,
             );
-            send(w, client, Bytes::from(out), keep_alive).await
+            let open = send(w, client, Bytes::from(out), keep_alive).await;
+            (open, err.status, err.code)
         }
     }
 }

@@ -17,11 +17,12 @@ use crate::control::{AccountInfo, AccountPatch, ControlMsg, SettingsPatch};
 use crate::http::error_body::ApiError;
 use crate::http::request::RequestHead;
 use crate::http::response::full_response;
+use crate::ledger::LedgerQuery;
 use crate::metrics;
 use crate::proxy::client::ClientConn;
 use crate::proxy::{reply_error, send};
 use crate::worker::Worker;
-use auth::Need;
+use auth::{Caller, Need, Role};
 use auth_api::AuthRoute;
 use keys_api::KeysRoute;
 use login_api::LoginRoute;
@@ -63,6 +64,8 @@ pub enum AdminRoute {
     SettingsGet,
     SettingsPut,
     Usage(UsageRoute),
+    /// `GET /api/audit`: the admin-API change log (admins only).
+    Audit,
 }
 
 impl AdminRoute {
@@ -93,12 +96,13 @@ impl AdminRoute {
             ("POST", "/api/accounts/import", _) => AdminRoute::AccountsImport,
             ("GET", "/api/settings", _) => AdminRoute::SettingsGet,
             ("PUT", "/api/settings", _) => AdminRoute::SettingsPut,
+            ("GET", "/api/audit", _) => AdminRoute::Audit,
             ("DELETE", _, Some(None)) => AdminRoute::AccountsRemove,
             ("PATCH", _, Some(None)) => AdminRoute::AccountsPatch,
             ("POST", _, Some(Some("pause"))) => AdminRoute::AccountsPause,
             ("POST", _, Some(Some("resume"))) => AdminRoute::AccountsResume,
             ("GET", _, Some(Some("export"))) => AdminRoute::AccountsExport,
-            (_, "/api/accounts" | "/api/accounts/import" | "/api/settings", _)
+            (_, "/api/accounts" | "/api/accounts/import" | "/api/settings" | "/api/audit", _)
             | (_, _, Some(None | Some("pause" | "resume" | "export"))) => return Some(Err(())),
             _ => return None,
         };
@@ -115,6 +119,8 @@ impl AdminRoute {
             AdminRoute::AccountsExport | AdminRoute::Keys(KeysRoute::Regenerate) => {
                 Some(Need::Write)
             }
+            // Who signed in from where is for admins.
+            AdminRoute::Audit => Some(Need::Write),
             _ if method == "GET" => Some(Need::Read),
             _ => Some(Need::Write),
         }
@@ -305,6 +311,7 @@ pub async fn handle(
     let caller = w.shared.admin_auth.identify(&head, client.peer);
     if let Some(need) = route.need(head.method()) {
         if let Err(err) = w.shared.admin_auth.check(&caller, &head, need) {
+            audit(w, &caller, client, &head, err.status, err.code.clone());
             // The body is not read: the connection cannot be reused when there is one.
             let reuse = keep_alive && head.framing == crate::http::request::BodyFraming::None;
             return reply_error(w, client, &err, reuse).await;
@@ -334,8 +341,12 @@ pub async fn handle(
     // Each arm produces the answer: a status and body, or an error envelope.
     let answer: Result<(u16, serde_json::Value), ApiError> = match route {
         AdminRoute::Auth(r) => {
-            return auth_api::handle(w, client, &head, r, &caller, &body, keep_alive).await
+            let (open, status, code) =
+                auth_api::handle(w, client, &head, r, &caller, &body, keep_alive).await;
+            audit(w, &caller, client, &head, status, code);
+            return open;
         }
+        AdminRoute::Audit => audit_list(w, &head).await,
         AdminRoute::Live => return live::stream(w, client).await,
         AdminRoute::Login(r) => login_api::answer(w, r, head.path(), &body).await,
         AdminRoute::Keys(r) => keys_api::answer(w, r, head.path(), &body).await,
@@ -434,8 +445,79 @@ pub async fn handle(
         AdminRoute::Usage(r) => return usage_api::handle(w, client, &head, r, keep_alive).await,
     };
     match answer {
-        Ok((status, body)) => json_reply(w, client, status, body, keep_alive).await,
-        Err(err) => reply_error(w, client, &err, keep_alive).await,
+        Ok((status, body)) => {
+            audit(w, &caller, client, &head, status, None);
+            json_reply(w, client, status, body, keep_alive).await
+        }
+        Err(err) => {
+            audit(w, &caller, client, &head, err.status, err.code.clone());
+            reply_error(w, client, &err, keep_alive).await
+        }
+    }
+}
+
+/// Records an admin-API change (any method but GET) in the audit log: who, from where, what, and
+/// how it ended. The body is never recorded.
+fn audit(
+    w: &Worker,
+    caller: &Caller,
+    client: &ClientConn,
+    head: &RequestHead,
+    status: u16,
+    error_code: Option<String>,
+) {
+    // Changes, and the one read that hands out credentials (an account export).
+    if head.method() == "GET" && !head.path().ends_with("/export") {
+        return;
+    }
+    let actor = match caller {
+        Caller::Token => "cli".to_string(),
+        Caller::Open => "local".to_string(),
+        Caller::Anonymous { .. } => "anonymous".to_string(),
+        Caller::Session { hash, session } => format!(
+            "{} session {}",
+            match session.role {
+                Role::Admin => "admin",
+                Role::Viewer => "viewer",
+            },
+            hex::encode(&hash[..4])
+        ),
+    };
+    let entry = crate::ledger::audit::AuditEntry {
+        ts_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        actor,
+        client_ip: client.origin.ip.to_string(),
+        method: head.method().to_string(),
+        path: head.path().to_string(),
+        status,
+        error_code,
+    };
+    if w.shared
+        .ledger_queries
+        .try_send(LedgerQuery::Audit(Box::new(entry)))
+        .is_err()
+    {
+        tracing::warn!("ledger busy; an audit entry was dropped");
+    }
+}
+
+/// `GET /api/audit?limit=`: the newest admin-API changes, newest first.
+async fn audit_list(w: &Worker, head: &RequestHead) -> Result<(u16, serde_json::Value), ApiError> {
+    let limit = head
+        .query_param("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (tx, rx) = bounded(1);
+    w.shared
+        .ledger_queries
+        .try_send(LedgerQuery::AuditList { limit, reply: tx })
+        .map_err(|_| busy())?;
+    match await_reply(rx).await {
+        Some(Ok(entries)) => Ok((200, json!({ "entries": entries }))),
+        Some(Err(e)) => Err(ApiError::new(500, "server_error", "store_error", e)),
+        None => Err(busy()),
     }
 }
 

@@ -6,6 +6,7 @@
 //! keeps the totals in memory for instant answers, and fsyncs at least every flush interval, so a
 //! crash loses at most that interval and never leaves a row without its totals.
 
+pub mod audit;
 pub mod key_windows;
 pub mod retention;
 pub mod rollups;
@@ -125,6 +126,13 @@ pub enum LedgerQuery {
         until: u64,
         reply: Sender<Result<Vec<rollups::UsageRow>, String>>,
     },
+    /// One admin-API change, for the audit log.
+    Audit(Box<audit::AuditEntry>),
+    /// The newest audit rows.
+    AuditList {
+        limit: usize,
+        reply: Sender<Result<Vec<audit::AuditEntry>, String>>,
+    },
     /// Write everything received so far, fsync, and stop.
     Shutdown,
 }
@@ -141,6 +149,8 @@ pub struct Ledger {
     retention: retention::Retention,
     last_sweep: Instant,
     last_key_sweep: Instant,
+    /// Orders audit rows written in the same millisecond.
+    audit_seq: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +189,7 @@ impl Ledger {
             .and_then(|(k, _)| k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()))
             .map_or(0, |b| u64::from_be_bytes(b) + 1);
         Ok(Ledger {
+            audit_seq: 0,
             store,
             summary,
             pending: Vec::new(),
@@ -205,7 +216,11 @@ impl Ledger {
         }
         self.last_sweep = Instant::now();
         let now = crate::accounts::now_unix();
-        let n = retention::step(&self.store, self.retention, now)?;
+        let mut n = retention::step(&self.store, self.retention, now)?;
+        if let Some(keep) = self.retention.log {
+            let cutoff_ms = now.saturating_sub(keep.as_secs()) * 1000;
+            n += audit::prune(&self.store.audit, cutoff_ms, retention::STEP)?;
+        }
         if self.last_key_sweep.elapsed() >= KEY_SWEEP_EVERY {
             self.last_key_sweep = Instant::now();
             retention::key_windows(&self.store, now)?;
@@ -411,6 +426,18 @@ impl Ledger {
                     self.write_pending()?;
                     let rows = rollups::read(&self.store.rollups, granularity, dim, since, until);
                     let _ = reply.send(rows.map_err(|e| e.to_string()));
+                }
+                Ok(LedgerQuery::Audit(entry)) => {
+                    self.audit_seq += 1;
+                    let key = audit::row_key(entry.ts_ms, self.audit_seq);
+                    if let Ok(v) = serde_json::to_vec(&*entry) {
+                        self.store.audit.insert(key, v)?;
+                        self.dirty_since_fsync = true;
+                    }
+                }
+                Ok(LedgerQuery::AuditList { limit, reply }) => {
+                    let _ = reply
+                        .send(audit::list(&self.store.audit, limit).map_err(|e| e.to_string()));
                 }
                 Ok(LedgerQuery::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                     return self.finish(&events)

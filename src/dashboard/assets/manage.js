@@ -890,9 +890,33 @@ export function settings(root, ctx) {
         </div>
       </div>
       <div data-security></div>
+      ${admin ? `<div class="card" data-testid="settings-audit">
+        <h2>Audit log <span class="muted small">(changes through the dashboard, the API and the CLI; newest first)</span></h2>
+        <div class="table-wrap"><table class="table" data-testid="audit-table">
+          <thead><tr><th>Time</th><th>Who</th><th class="hide-sm">From</th><th>What</th><th>Result</th></tr></thead>
+          <tbody data-audit></tbody></table></div>
+        <div data-audit-empty></div>
+      </div>` : ''}
     </section>`,
   );
   let dead = false;
+  if (admin) {
+    api('GET', '/api/audit?limit=50')
+      .then((r) => {
+        if (dead) return;
+        const rows = r.entries || [];
+        $('[data-audit]', root).innerHTML = rows
+          .map(
+            (e) => `<tr data-testid="audit-row"><td class="nowrap">${esc(fmtTime(Math.floor(e.ts_ms / 1000)))}</td>
+              <td>${esc(e.actor)}</td><td class="hide-sm">${esc(e.client_ip)}</td>
+              <td><code>${esc(e.method)} ${esc(e.path)}</code></td>
+              <td>${badge(String(e.status), e.status < 400 ? 'ok' : 'warn')}${e.error_code ? ` <span class="muted small">${esc(e.error_code)}</span>` : ''}</td></tr>`,
+          )
+          .join('');
+        $('[data-audit-empty]', root).innerHTML = rows.length ? '' : empty('No changes recorded yet.');
+      })
+      .catch((e) => toast(`Audit log: ${e.message}`, 'error'));
+  }
   const form = $('[data-routing]', root);
   const help = () => {
     const s = STRATEGIES.find(([v]) => v === form.strategy.value);
