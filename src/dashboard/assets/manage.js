@@ -834,7 +834,7 @@ export function keys(root) {
 // Settings
 
 const STRATEGIES = [
-  ['capacity_weighted', 'Capacity weighted', 'Prefer the account with the most headroom across both windows, in proportion.'],
+  ['capacity_weighted', 'Capacity weighted', 'Prefer the account with the most quota left (its plan allowance times its headroom in the tighter window), in proportion.'],
   ['round_robin', 'Round robin', 'Spread requests evenly.'],
   ['fill_first', 'Fill first', 'Drain accounts one after the other, in the order they were added.'],
   ['reset_first', 'Reset first', 'Prefer the account whose window resets soonest, to use quota before it expires.'],
