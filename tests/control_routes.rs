@@ -33,6 +33,25 @@ fn call(
     (status, r.into_json().unwrap_or(Value::Null))
 }
 
+/// A key with a per-minute pace, as a bearer header value, made early enough in a UTC minute
+/// that a test's requests all fall in it.
+fn paced_key(env: &Env, name: &str, rpm: u32) -> String {
+    let created = env.post_json(
+        "/api/keys",
+        json!({"name": name, "requests_per_minute": rpm})
+            .to_string()
+            .as_bytes(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 50 {
+        std::thread::sleep(Duration::from_secs(61 - now % 60));
+    }
+    format!("Bearer {}", created["key"].as_str().unwrap())
+}
+
 /// The mock account whose last request carried `marker` in its body or path.
 fn reached(env: &Env, marker: &str) -> Vec<String> {
     env.mock
@@ -184,21 +203,7 @@ fn control_routes_need_a_key_when_keys_are_on_and_answer_clearly_without_account
 #[test]
 fn control_routes_respect_a_key_s_pace_without_spending_it() {
     let env = Env::start(1);
-    let created = env.post_json(
-        "/api/keys",
-        json!({"name": "paced", "requests_per_minute": 2})
-            .to_string()
-            .as_bytes(),
-    );
-    let auth = format!("Bearer {}", created["key"].as_str().unwrap());
-    // Stay inside one UTC minute.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    if now % 60 > 50 {
-        std::thread::sleep(Duration::from_secs(61 - now % 60));
-    }
+    let auth = paced_key(&env, "paced", 2);
     let event = |env: &Env| {
         call(
             env,
@@ -253,20 +258,7 @@ fn multipart(boundary: &str, audio: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
 #[test]
 fn transcriptions_are_relayed_whole_and_count_in_the_key_s_pace() {
     let env = Env::start(1);
-    let created = env.post_json(
-        "/api/keys",
-        json!({"name": "voice", "requests_per_minute": 3})
-            .to_string()
-            .as_bytes(),
-    );
-    let auth = format!("Bearer {}", created["key"].as_str().unwrap());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    if now % 60 > 50 {
-        std::thread::sleep(Duration::from_secs(61 - now % 60));
-    }
+    let auth = paced_key(&env, "voice", 3);
     let audio: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let send = |path: &str, extra: &[(&str, &str)]| {
         let body = multipart("b0undary", &audio, extra);

@@ -58,16 +58,7 @@ pub fn admit(
         }
     }
     check_budgets(key, model, now)?;
-    if let Some(rpm) = p.requests_per_minute {
-        let minute = now - now % 60;
-        if !key.live.minute.take_within(minute, u64::from(rpm)) {
-            return Err(Refusal::Exhausted {
-                what: "requests per minute".into(),
-                resets_at: minute + 60,
-            });
-        }
-    }
-    Ok(())
+    pace(key, now, Pace::Count)
 }
 
 /// A request that runs no model turn of its own (Codex's control routes): refused while one of
@@ -75,32 +66,42 @@ pub fn admit(
 /// pace, so the events a turn sends beside it do not eat the key's turns.
 pub fn admit_unmetered(key: &KeyView, now: u64) -> Result<(), Refusal> {
     check_budgets(key, None, now)?;
-    if let Some(rpm) = key.policy.requests_per_minute {
-        let minute = now - now % 60;
-        if key.live.minute.get(minute) >= u64::from(rpm) {
-            return Err(Refusal::Exhausted {
-                what: "requests per minute".into(),
-                resets_at: minute + 60,
-            });
-        }
-    }
-    Ok(())
+    pace(key, now, Pace::Check)
 }
 
 /// A request that runs a model upstream but has no turn body to read a model from
 /// (transcription): the model-wide budgets, and it counts in the per-minute pace.
 pub fn admit_metered(key: &KeyView, now: u64) -> Result<(), Refusal> {
     check_budgets(key, None, now)?;
-    if let Some(rpm) = key.policy.requests_per_minute {
-        let minute = now - now % 60;
-        if !key.live.minute.take_within(minute, u64::from(rpm)) {
-            return Err(Refusal::Exhausted {
-                what: "requests per minute".into(),
-                resets_at: minute + 60,
-            });
-        }
+    pace(key, now, Pace::Count)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Take one of the minute's requests.
+    Count,
+    /// Only look: refused when the minute's requests are all taken.
+    Check,
+}
+
+/// The key's per-minute pace (the UTC minute holding `now`).
+fn pace(key: &KeyView, now: u64, how: Pace) -> Result<(), Refusal> {
+    let Some(rpm) = key.policy.requests_per_minute else {
+        return Ok(());
+    };
+    let minute = now - now % 60;
+    let room = match how {
+        Pace::Count => key.live.minute.take_within(minute, u64::from(rpm)),
+        Pace::Check => key.live.minute.get(minute) < u64::from(rpm),
+    };
+    if room {
+        Ok(())
+    } else {
+        Err(Refusal::Exhausted {
+            what: "requests per minute".into(),
+            resets_at: minute + 60,
+        })
     }
-    Ok(())
 }
 
 /// Every budget of the key that counts `model` (`None`: only the model-wide ones) has room.

@@ -14,8 +14,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::client::ClientConn;
 use super::responses::{
-    account_head, control_routing, forward_request_header, key_refusal, no_account_error,
-    pick_account, session_header, Slot,
+    account_head, begin_attempt, control_routing, forward_request_header, key_refusal,
+    no_account_error, pick_account, session_header,
 };
 use super::{body_error, respond, respond_error, Record};
 use crate::accounts::now_unix;
@@ -25,7 +25,6 @@ use crate::http::request::RequestHead;
 use crate::http::response::full_response;
 use crate::keys::KeyView;
 use crate::ledger::Outcome;
-use crate::metrics::inc;
 use crate::upstream::exchange;
 use crate::worker::Worker;
 
@@ -173,13 +172,7 @@ pub async fn handle(
                 return respond_error(w, client, err, keep_alive, rec).await;
             }
         };
-        let _slot = Slot::take(w, &account.id);
-        account.count_request(now_unix());
-        rec.attempts += 1;
-        rec.account_id = Some(account.id.to_string());
-        if rec.attempts > 1 {
-            inc(&w.metrics.failovers);
-        }
+        let _slot = begin_attempt(w, &account, &mut rec);
         let req_head = account_head(&prefix, &account);
         let sent = Instant::now();
         let mut ex = match exchange::send(w, &req_head, &body).await {

@@ -246,51 +246,43 @@ fn prepare_body(body: Bytes, derive: Derive<'_>) -> Result<Prepared, ApiError> {
         .filter(|p| !p.is_empty());
     let effort = fields.reasoning.as_ref().and_then(|r| r.effort.clone());
     let service_tier = fields.service_tier.clone().filter(|t| !t.is_empty());
-    let wants_key = cache_key.is_none() && matches!(derive, Derive::ForKey(_));
-    if !fields.needs_rewrite() && !wants_key {
-        return Ok(Prepared {
-            body,
-            model,
-            cache_key,
-            previous_response_id,
-            effort,
-            service_tier,
-        });
-    }
-    let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid_request(
-            "invalid_json",
-            format!("request body is not a valid JSON object: {e}"),
-        )
-    })?;
-    if let (true, Derive::ForKey(key_id)) = (wants_key, derive) {
-        cache_key = derived_cache_key(&obj, model.as_deref().unwrap_or_default(), key_id);
-        match &cache_key {
-            Some(k) => {
+    let key_for = match derive {
+        Derive::ForKey(k) if cache_key.is_none() => Some(k),
+        _ => None,
+    };
+    let body = if fields.needs_rewrite() || key_for.is_some() {
+        let mut obj: serde_json::Map<String, Value> =
+            serde_json::from_slice(&body).map_err(|e| {
+                ApiError::invalid_request(
+                    "invalid_json",
+                    format!("request body is not a valid JSON object: {e}"),
+                )
+            })?;
+        if let Some(key_id) = key_for {
+            cache_key = derived_cache_key(&obj, model.as_deref().unwrap_or_default(), key_id);
+        }
+        let derived = key_for.is_some() && cache_key.is_some();
+        if fields.needs_rewrite() || derived {
+            if let (true, Some(k)) = (derived, &cache_key) {
                 obj.insert("prompt_cache_key".into(), Value::String(k.clone()));
             }
-            None if !fields.needs_rewrite() => {
-                return Ok(Prepared {
-                    body,
-                    model,
-                    cache_key,
-                    previous_response_id,
-                    effort,
-                    service_tier,
-                });
+            for f in UNSUPPORTED_FIELDS {
+                obj.remove(*f);
             }
-            None => {}
+            obj.insert("store".into(), Value::Bool(false));
+            obj.insert("stream".into(), Value::Bool(true));
+            Bytes::from(
+                serde_json::to_vec(&obj)
+                    .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?,
+            )
+        } else {
+            body
         }
-    }
-    for f in UNSUPPORTED_FIELDS {
-        obj.remove(*f);
-    }
-    obj.insert("store".into(), Value::Bool(false));
-    obj.insert("stream".into(), Value::Bool(true));
-    let out = serde_json::to_vec(&obj)
-        .map_err(|e| ApiError::invalid_request("invalid_json", e.to_string()))?;
+    } else {
+        body
+    };
     Ok(Prepared {
-        body: Bytes::from(out),
+        body,
         model,
         cache_key,
         previous_response_id,
@@ -413,6 +405,23 @@ pub fn account_head(prefix: &BytesMut, account: &AccountView) -> Bytes {
     }
     b.put_slice(b"\r\n");
     b.freeze()
+}
+
+/// An attempt on `account` starts: its in-flight slot (held until the returned guard drops), its
+/// per-minute count, and the record's attempt and failover counts.
+pub(crate) fn begin_attempt<'a>(
+    w: &'a Worker,
+    account: &AccountView,
+    rec: &mut Record,
+) -> Slot<'a> {
+    let slot = Slot::take(w, &account.id);
+    account.count_request(now_unix());
+    rec.attempts += 1;
+    rec.account_id = Some(account.id.to_string());
+    if rec.attempts > 1 {
+        inc(&w.metrics.failovers);
+    }
+    slot
 }
 
 /// Holds one of this worker's in-flight slots on an account.
@@ -882,13 +891,7 @@ pub(crate) async fn serve_turn(
                 };
             }
         };
-        let _slot = Slot::take(w, &account.id);
-        account.count_request(now_unix());
-        rec.attempts += 1;
-        rec.account_id = Some(account.id.to_string());
-        if rec.attempts > 1 {
-            inc(&w.metrics.failovers);
-        }
+        let _slot = begin_attempt(w, &account, &mut rec);
         let req_head = account_head(&prefix, &account);
         // A WebSocket client's turn goes over an upstream WebSocket while the upstream offers one;
         // a Codex HTTP turn does too when the owner asked for WebSocket only (a socket per turn).

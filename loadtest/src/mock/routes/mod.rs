@@ -100,3 +100,52 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, String> {
         .map(|c| c.to_bytes())
         .map_err(|e| format!("Could not read request body: {e}"))
 }
+
+/// A unary backend call after the steps every one of them takes: the account's credentials
+/// checked, the whole body read, the request recorded for tests, and a failure armed for the
+/// account answered in its place (`Err` is the answer to send).
+pub struct Unary {
+    pub ctx: ReplyCtx,
+    pub account: usize,
+    pub parts: hyper::http::request::Parts,
+    pub body: Bytes,
+}
+
+pub async fn unary(shared: &Shared, req: Request<Incoming>) -> Result<Unary, Response<MockBody>> {
+    let (parts, body) = req.into_parts();
+    let (ctx, account) = auth::authenticated(shared, &parts.headers).map_err(|r| *r)?;
+    let acct = &shared.accounts[account];
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(msg) => {
+            return Err(ctx.json(
+                shared,
+                StatusCode::BAD_REQUEST,
+                &errors::invalid_request(&msg, None, None),
+            ))
+        }
+    };
+    acct.record_request(super::request::RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.to_string(),
+        headers: super::request::header_list(&parts.headers),
+        body: body.to_vec(),
+        content_encoding: None,
+        transport: super::request::Transport::Http,
+    });
+    if let Some(status) = acct.take_failure() {
+        let usage = acct.usage(shared.clock.now());
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(ctx.json(
+            shared,
+            code,
+            &errors::injected(status, &acct.plan_type, &usage),
+        ));
+    }
+    Ok(Unary {
+        ctx,
+        account,
+        parts,
+        body,
+    })
+}
