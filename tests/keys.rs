@@ -459,6 +459,7 @@ fn a_key_holder_reads_its_own_limits_and_use_at_v1_usage() {
         "{v}"
     );
     assert_eq!(v["streams"]["limit"], 3);
+    assert_eq!(v["allowed_accounts"], json!([]));
     assert_eq!(v["upstream"]["rate_limit"]["allowed"], true, "{v}");
     // The owner can hide the pool's quota from key holders.
     set(&env, json!({"hide_quota_headers": true}));

@@ -57,6 +57,7 @@ pub fn payload(key: &KeyView, pool: Option<Value>, now: u64) -> Value {
         },
         "allowed_models": p.allowed_models,
         "allowed_efforts": p.allowed_efforts,
+        "allowed_accounts": p.allowed_accounts,
         "upstream": pool,
     })
 }
