@@ -235,6 +235,17 @@ pub async fn drive(
         }
         _ => deadline + bounds.timeout,
     } + Duration::from_secs(1);
+    finish(tasks, hard_stop, &shared.shards, &shared.in_flight).await
+}
+
+/// Waits for the clients until `hard_stop` (then aborts the rest), merges their recorders, and
+/// counts what was still in flight — cut off before its bookkeeping — as timeouts.
+pub(crate) async fn finish(
+    mut tasks: tokio::task::JoinSet<()>,
+    hard_stop: Instant,
+    shards: &[Mutex<Recorder>],
+    in_flight: &AtomicU64,
+) -> Recorder {
     let all_done = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout_at(hard_stop.into(), all_done)
         .await
@@ -244,13 +255,12 @@ pub async fn drive(
         while tasks.join_next().await.is_some() {}
     }
     let mut total = Recorder::default();
-    for shard in &shared.shards {
+    for shard in shards {
         if let Ok(r) = shard.lock() {
             total.merge(&r);
         }
     }
-    // Requests cut off by the hard stop never reached `one`'s bookkeeping.
-    let cut = shared.in_flight.load(Ordering::Relaxed);
+    let cut = in_flight.load(Ordering::Relaxed);
     if cut > 0 {
         *total.errors.entry(ErrorKind::Timeout).or_default() += cut;
     }

@@ -33,8 +33,11 @@ fn points(s: &Summary) -> [f64; 4] {
     [s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms]
 }
 
-/// The chart as SVG text; `memory` puts RSS per stream in the bar panel instead of req/s.
-pub fn svg(title: &str, all: &[TargetSummary], memory: bool) -> anyhow::Result<String> {
+/// Three panels side by side under `title`, drawn by `draw`, as SVG text.
+fn three_panels(
+    title: &str,
+    draw: impl FnOnce(&[DrawingArea<SVGBackend<'_>, plotters::coord::Shift>]) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
@@ -42,7 +45,15 @@ pub fn svg(title: &str, all: &[TargetSummary], memory: bool) -> anyhow::Result<S
         let root = root
             .titled(title, ("sans-serif", 22))
             .map_err(|e| anyhow!("{e}"))?;
-        let panels = root.split_evenly((1, 3));
+        draw(&root.split_evenly((1, 3)))?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(out)
+}
+
+/// The chart as SVG text; `memory` puts RSS per stream in the bar panel instead of req/s.
+pub fn svg(title: &str, all: &[TargetSummary], memory: bool) -> anyhow::Result<String> {
+    three_panels(title, |panels| {
         latency_panel(&panels[0], "time to first byte (ms, log)", all, |s| &s.ttfb)?;
         latency_panel(&panels[1], "time to first delta (ms, log)", all, |s| {
             &s.ttfd
@@ -50,34 +61,23 @@ pub fn svg(title: &str, all: &[TargetSummary], memory: bool) -> anyhow::Result<S
         if memory {
             bar_panel(&panels[2], "RSS per open stream (KB)", all, |s| {
                 s.rss_per_stream_kb.unwrap_or(0.0)
-            })?;
+            })
         } else {
-            bar_panel(&panels[2], "throughput (req/s)", all, |s| s.req_per_s)?;
+            bar_panel(&panels[2], "throughput (req/s)", all, |s| s.req_per_s)
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    Ok(out)
+    })
 }
 
 /// The `ws` chart: time to first event and whole turn at p50/p90/p99/p99.9 (log scale), and
 /// turns per second.
 pub fn svg_ws(title: &str, all: &[TargetSummary]) -> anyhow::Result<String> {
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let root = root
-            .titled(title, ("sans-serif", 22))
-            .map_err(|e| anyhow!("{e}"))?;
-        let panels = root.split_evenly((1, 3));
+    three_panels(title, |panels| {
         latency_panel(&panels[0], "time to first event (ms, log)", all, |s| {
             &s.ttfb
         })?;
         latency_panel(&panels[1], "whole turn (ms, log)", all, |s| &s.total)?;
-        bar_panel(&panels[2], "throughput (turns/s)", all, |s| s.req_per_s)?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    Ok(out)
+        bar_panel(&panels[2], "throughput (turns/s)", all, |s| s.req_per_s)
+    })
 }
 
 fn latency_panel<DB: DrawingBackend>(

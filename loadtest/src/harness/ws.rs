@@ -350,26 +350,7 @@ pub async fn drive(prepared: Arc<WsPrepared>, bounds: Bounds, live: Arc<Live>) -
         tasks.spawn(async move { s.client(socket, deadline).await });
     }
     let hard_stop = deadline + bounds.timeout + CLOSE_WAIT + Duration::from_secs(1);
-    let all_done = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout_at(hard_stop.into(), all_done)
-        .await
-        .is_err()
-    {
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-    }
-    let mut total = Recorder::default();
-    for shard in &shared.shards {
-        if let Ok(r) = shard.lock() {
-            total.merge(&r);
-        }
-    }
-    // Turns cut off by the hard stop never reached `record`.
-    let cut = shared.in_flight.load(Ordering::Relaxed);
-    if cut > 0 {
-        *total.errors.entry(ErrorKind::Timeout).or_default() += cut;
-    }
-    total
+    super::driver::finish(tasks, hard_stop, &shared.shards, &shared.in_flight).await
 }
 
 #[cfg(test)]
